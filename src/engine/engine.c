@@ -1,0 +1,790 @@
+/* engine.c - the operations of the PLM, the Main Scheduler and the Register. */
+#include "engine.h"
+#include "engine_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "gs_error.h"
+#include "task_heap.h"
+#include "worker_heap.h"
+
+
+#define RESULT_DROPPED 0x1u
+
+/* --- lifecycle ------------------------------------------------------- */
+
+static void bind_all(gs_engine *e, bool format)
+{
+	const gs_layout *L = &e->seg.hdr->layout;
+	const gs_geom *g = &e->seg.hdr->geom;
+	uint8_t *b = e->seg.base;
+	e->geom = *g;
+	gs_task_table_bind(&e->tt, b + L->tasks, g->max_tasks, format);
+	gs_task_heap_bind(&e->th, b + L->nodes, b + L->levels, b + L->queues, g->max_tasks, format);
+	gs_arena_bind(&e->arena, b + L->pages, b + L->arena, g, format);
+	gs_worker_pool_bind(&e->wp, b + L->workers, b + L->dirty, g->max_workers, format);
+	gs_worker_heap_bind(&e->wh, b + L->wheap, g->max_workers, format);
+}
+
+int gs_engine_create(const gs_engine_opts *o, gs_engine **out)
+{
+	if (!o || !out)
+		return GS_EINVAL;
+	gs_engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return GS_ENOMEM;
+	int rc = gs_seg_create(o->segment_name, &o->geom, o->replace, &e->seg);
+	if (rc != GS_OK) {
+		free(e);
+		return rc;
+	}
+	bind_all(e, true);
+	uint32_t q;
+	gs_task_heap_queue(&e->th, "default", true, &q);
+	/* release: every region is formatted before an attacher sees ready. */
+	atomic_store_explicit(&e->seg.hdr->ready, 1, memory_order_release);
+	*out = e;
+	return GS_OK;
+}
+
+int gs_engine_attach(const char *name, gs_engine **out, bool *owner_dead)
+{
+	if (!out)
+		return GS_EINVAL;
+	gs_engine *e = calloc(1, sizeof(*e));
+	if (!e)
+		return GS_ENOMEM;
+	int rc = gs_seg_attach(name, &e->seg);
+	if (rc != GS_OK) {
+		free(e);
+		return rc;
+	}
+	if (!atomic_load_explicit(&e->seg.hdr->ready, memory_order_acquire)) {
+		/* Its creator died before formatting it: nothing was ever in it. */
+		gs_seg_detach(&e->seg);
+		free(e);
+		return GS_ELAYOUT;
+	}
+	bind_all(e, false);
+	if (owner_dead)
+		*owner_dead = gs_seg_owner_dead(&e->seg);
+	*out = e;
+	return GS_OK;
+}
+
+void gs_engine_close(gs_engine *e, bool unlink_name)
+{
+	if (!e)
+		return;
+	if (unlink_name && e->seg.named)
+		gs_seg_unlink(e->seg.name);
+	gs_seg_detach(&e->seg);
+	free(e);
+}
+
+const gs_geom *gs_engine_geom(const gs_engine *e)
+{
+	return &e->geom;
+}
+
+gs_seg *gs_engine_segment(gs_engine *e)
+{
+	return &e->seg;
+}
+
+/* --- queues --------------------------------------------------------- */
+
+int gs_engine_queue(gs_engine *e, const char *name, bool create, uint32_t *qid)
+{
+	return gs_task_heap_queue(&e->th, name, create, qid);
+}
+
+const char *gs_engine_queue_name(const gs_engine *e, uint32_t qid)
+{
+	return gs_task_heap_queue_name(&e->th, qid);
+}
+
+int gs_engine_queue_stats(const gs_engine *e, uint32_t qid, gs_queue_stats *out)
+{
+	if (!gs_task_heap_queue_name(&e->th, qid))
+		return GS_ENOTFOUND;
+	const struct gs_queue_counters *c = &e->th.queues[qid].c;
+	out->queued = atomic_load_explicit(&c->queued, memory_order_relaxed);
+	out->submitted = atomic_load_explicit(&c->submitted, memory_order_relaxed);
+	out->assigned = atomic_load_explicit(&c->assigned, memory_order_relaxed);
+	out->done = atomic_load_explicit(&c->done, memory_order_relaxed);
+	out->failed = atomic_load_explicit(&c->failed, memory_order_relaxed);
+	out->cancelled = atomic_load_explicit(&c->cancelled, memory_order_relaxed);
+	out->requeued = atomic_load_explicit(&c->requeued, memory_order_relaxed);
+	out->delayed = atomic_load_explicit(&c->delayed, memory_order_relaxed);
+	return GS_OK;
+}
+
+static inline void count(gs_engine *e, uint32_t q, size_t field_offset, int64_t delta)
+{
+	_Atomic uint64_t *c = (_Atomic uint64_t *)((uint8_t *)&e->th.queues[q].c + field_offset);
+	atomic_fetch_add_explicit(c, (uint64_t)delta, memory_order_relaxed);
+}
+#define COUNT(e, q, field, d) count((e), (q), offsetof(struct gs_queue_counters, field), (d))
+
+/* --- slot helpers ------------------------------------------------------ */
+
+static uint32_t inline_used(const struct gs_task_slot *s)
+{
+	return s->payload_ref == GS_REF_INLINE ? s->payload_len : 0;
+}
+
+static void slot_release_bytes(gs_engine *e, struct gs_task_slot *s)
+{
+	if (s->payload_ref != GS_REF_INLINE && s->payload_ref != GS_REF_NONE)
+		gs_arena_free(&e->arena, s->payload_ref, s->payload_len);
+	if (s->result_ref != GS_REF_INLINE && s->result_ref != GS_REF_NONE)
+		gs_arena_free(&e->arena, s->result_ref, s->result_len);
+	s->payload_ref = s->result_ref = GS_REF_NONE;
+	s->payload_len = s->result_len = 0;
+}
+
+/* Frees a slot held exclusively in word w (RESERVED, RELEASED, or final unlinked). */
+static int slot_free(gs_engine *e, uint32_t ix, uint64_t w)
+{
+	slot_release_bytes(e, &e->tt.slots[ix]);
+	return gs_task_table_free(&e->tt, ix, w);
+}
+
+static int queue_task(gs_engine *e, struct gs_task_slot *s, uint64_t *w, uint64_t desired,
+		      uint64_t id)
+{
+	if (!gs_task_table_cas(s, w, desired))
+		return GS_ESTATE;
+	gs_task_heap_push(&e->th, s->queue, s->priority, id);
+	COUNT(e, s->queue, queued, 1);
+	return GS_OK;
+}
+
+/* --- submit ------------------------------------------------------------ */
+
+static int spec_check(const gs_engine *e, const gs_task_spec *sp)
+{
+	if (sp->queue >= GS_MAX_QUEUES || !gs_task_heap_queue_name(&e->th, sp->queue))
+		return GS_EINVAL;
+	if (sp->priority >= GS_PRIORITIES || sp->max_retries > GS_MAX_RETRIES)
+		return GS_EINVAL;
+	if (sp->payload_len > e->geom.max_payload)
+		return GS_ETOOBIG;
+	if (sp->payload_len > 0 && !sp->payload)
+		return GS_EINVAL;
+	return GS_OK;
+}
+
+static void submit_undo(gs_engine *e, const uint64_t *ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		uint32_t ix = gs_task_id_slot(ids[i]);
+		uint64_t w = atomic_load_explicit(&e->tt.slots[ix].word, memory_order_relaxed);
+		slot_free(e, ix, w);
+	}
+}
+
+int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t now_us,
+		     uint64_t *ids)
+{
+	if (!e || !specs || !ids || n == 0)
+		return GS_EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		int rc = spec_check(e, &specs[i]);
+		if (rc != GS_OK)
+			return rc;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const gs_task_spec *sp = &specs[i];
+		int rc = gs_task_table_reserve(&e->tt, &ids[i]);
+		if (rc != GS_OK) {
+			submit_undo(e, ids, i);
+			return rc;
+		}
+		struct gs_task_slot *s = &e->tt.slots[gs_task_id_slot(ids[i])];
+		s->queue = (uint16_t)sp->queue;
+		s->priority = (uint8_t)sp->priority;
+		s->max_retries = (uint8_t)sp->max_retries;
+		s->timeout_ms = sp->timeout_ms;
+		s->payload_len = sp->payload_len;
+		s->result_len = 0;
+		s->result_ref = GS_REF_NONE;
+		s->flags = 0;
+		atomic_store_explicit(&s->status, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->reason, GS_REASON_NONE, memory_order_relaxed);
+		s->t_submit_us = now_us;
+		atomic_store_explicit(&s->t_assign_us, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->t_start_us, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->t_finish_us, 0, memory_order_relaxed);
+		s->not_before_us = sp->not_before_us > now_us ? sp->not_before_us : 0;
+		if (sp->payload_len == 0) {
+			s->payload_ref = GS_REF_NONE;
+		} else if (sp->payload_len <= GS_INLINE_BYTES) {
+			s->payload_ref = GS_REF_INLINE;
+			memcpy(s->inline_data, sp->payload, sp->payload_len);
+		} else {
+			uint32_t ref;
+			s->payload_ref = GS_REF_NONE; /* nothing to free if alloc fails */
+			rc = gs_arena_alloc(&e->arena, sp->payload_len, &ref);
+			if (rc != GS_OK) {
+				submit_undo(e, ids, i + 1);
+				return rc == GS_ETOOBIG ? GS_ETOOBIG : GS_EFULL;
+			}
+			memcpy(gs_arena_ptr(&e->arena, ref), sp->payload, sp->payload_len);
+			s->payload_ref = ref;
+		}
+	}
+	/* Every slot is filled: publish them.  Nothing below can fail. */
+	for (size_t i = 0; i < n; i++) {
+		uint32_t ix = gs_task_id_slot(ids[i]);
+		struct gs_task_slot *s = &e->tt.slots[ix];
+		uint32_t gen = gs_task_id_gen(ids[i]);
+		uint64_t w = gs_word_make(gen, 0, 0, false, GS_TASK_RESERVED);
+		COUNT(e, s->queue, submitted, 1);
+		if (s->not_before_us) {
+			gs_task_table_cas(s, &w, gs_word_make(gen, 0, 1, false, GS_TASK_DELAYED));
+			COUNT(e, s->queue, delayed, 1);
+			/* Inbox push (consumers only swap the whole list out, so a
+			 * plain CAS push has no ABA).  release: the slot's fields. */
+			uint32_t head = atomic_load_explicit(&e->tt.hdr->delayed,
+							     memory_order_relaxed);
+			do {
+				atomic_store_explicit(&s->link, head, memory_order_relaxed);
+			} while (!atomic_compare_exchange_weak_explicit(
+				&e->tt.hdr->delayed, &head, ix + 1, memory_order_release,
+				memory_order_relaxed));
+		} else {
+			queue_task(e, s, &w, gs_word_make(gen, 0, 1, true, GS_TASK_QUEUED),
+				   ids[i]);
+		}
+	}
+	return GS_OK;
+}
+
+/* --- assignment -------------------------------------------------------- */
+
+/*
+ * Claims the task a popped node names: QUEUED|linked -> ASSIGNED(worker) in
+ * one CAS.  A node whose task was cancelled or released meanwhile is dropped
+ * here: clear `linked`, and free a RELEASED slot.  Returns GS_OK when claimed.
+ */
+static int claim(gs_engine *e, uint64_t id, uint32_t wslot, uint64_t now_us, gs_assignment *out)
+{
+	uint32_t ix = gs_task_id_slot(id);
+	if (ix >= e->geom.max_tasks)
+		return GS_ESTATE;
+	struct gs_task_slot *s = &e->tt.slots[ix];
+	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+	for (;;) {
+		if (gs_word_gen(w) != gs_task_id_gen(id) || !gs_word_linked(w))
+			return GS_ESTATE; /* not ours: cannot happen while one node per slot */
+		uint32_t st = gs_word_state(w);
+		if (st == GS_TASK_QUEUED) {
+			uint64_t want = gs_word_make(gs_word_gen(w), wslot + 1, gs_word_attempt(w),
+						     false, GS_TASK_ASSIGNED);
+			if (!gs_task_table_cas(s, &w, want))
+				continue;
+			atomic_store_explicit(&s->t_assign_us, now_us, memory_order_relaxed);
+			gs_worker_pool_load_add(&e->wp, wslot, 1);
+			COUNT(e, s->queue, queued, -1);
+			COUNT(e, s->queue, assigned, 1);
+			out->task = id;
+			out->attempt = gs_word_attempt(want);
+			out->queue = s->queue;
+			out->priority = s->priority;
+			out->timeout_ms = s->timeout_ms;
+			return GS_OK;
+		}
+		if (st == GS_TASK_RELEASED) {
+			if (!gs_task_table_cas(s, &w, gs_word_with_linked(w, false)))
+				continue;
+			slot_free(e, ix, gs_word_with_linked(w, false));
+			return GS_ESTATE;
+		}
+		/* CANCELLED (or any state that left the queue): just unlink. */
+		if (gs_task_table_cas(s, &w, gs_word_with_linked(w, false)))
+			return GS_ESTATE;
+	}
+}
+
+static int assign_next(gs_engine *e, uint32_t queue, uint32_t wslot, uint64_t worker,
+		       uint64_t now_us, gs_assignment *out)
+{
+	for (;;) {
+		uint64_t id;
+		int rc = gs_task_heap_pop(&e->th, queue, &id);
+		if (rc != GS_OK)
+			return rc;
+		if (claim(e, id, wslot, now_us, out) == GS_OK) {
+			out->worker = worker;
+			return GS_OK;
+		}
+	}
+}
+
+int gs_engine_pop_assign(gs_engine *e, uint32_t queue, uint64_t worker, uint64_t now_us,
+			 gs_assignment *out)
+{
+	uint32_t wslot, wstate;
+	if (queue >= GS_MAX_QUEUES || !out)
+		return GS_EINVAL;
+	int rc = gs_worker_pool_lookup(&e->wp, worker, &wslot, &wstate);
+	if (rc != GS_OK)
+		return rc;
+	if (wstate != GS_WORKER_ALIVE)
+		return GS_ESTATE;
+	return assign_next(e, queue, wslot, worker, now_us, out);
+}
+
+int gs_engine_dispatch(gs_engine *e, uint32_t queue, uint64_t now_us, gs_assignment *out)
+{
+	if (queue >= GS_MAX_QUEUES || !out)
+		return GS_EINVAL;
+	if (atomic_load_explicit(&e->th.queues[queue].c.queued, memory_order_relaxed) == 0 &&
+	    gs_task_heap_top_level(&e->th, queue) < 0)
+		return GS_EEMPTY;
+	gs_worker_heap_sync(&e->wh, &e->wp);
+	uint32_t wslot;
+	int rc = gs_worker_heap_peek(&e->wh, queue, &wslot);
+	if (rc != GS_OK)
+		return rc;
+	uint64_t word = atomic_load_explicit(&e->wp.slots[wslot].word, memory_order_acquire);
+	uint64_t worker = gs_worker_id(wslot, (uint32_t)(word >> 32));
+	return assign_next(e, queue, wslot, worker, now_us, out);
+}
+
+/* --- running and finishing -------------------------------------------- */
+
+static int lookup_assigned(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
+			   struct gs_task_slot **s, uint64_t *w)
+{
+	int rc = gs_task_table_lookup(&e->tt, task, s, w);
+	if (rc != GS_OK)
+		return rc;
+	uint32_t st = gs_word_state(*w);
+	if (st != GS_TASK_ASSIGNED && st != GS_TASK_RUNNING)
+		return GS_ESTALE;
+	if (gs_word_worker(*w) != (uint32_t)worker + 1 || gs_word_attempt(*w) != attempt)
+		return GS_ESTALE;
+	/* The slot index matches; the worker's generation must too. */
+	uint32_t wslot, wstate;
+	if (gs_worker_pool_lookup(&e->wp, worker, &wslot, &wstate) != GS_OK)
+		return GS_ESTALE;
+	return GS_OK;
+}
+
+int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
+		    uint64_t now_us)
+{
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = lookup_assigned(e, task, worker, attempt, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	if (gs_word_state(w) == GS_TASK_RUNNING)
+		return GS_OK; /* a repeated report */
+	if (!gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_RUNNING)))
+		return GS_ESTALE;
+	atomic_store_explicit(&s->t_start_us, now_us, memory_order_relaxed);
+	return GS_OK;
+}
+
+int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
+		     const gs_outcome *o, uint64_t now_us)
+{
+	if (!o || (o->result_len > 0 && !o->result))
+		return GS_EINVAL;
+	if (o->result_len > e->geom.max_payload)
+		return GS_ETOOBIG;
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = lookup_assigned(e, task, worker, attempt, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	uint64_t held = gs_word_with_state(w, GS_TASK_COMPLETING);
+	if (!gs_task_table_cas(s, &w, held))
+		return GS_ESTALE;
+	/* We hold the slot exclusively until the final store below. */
+	uint32_t used = inline_used(s);
+	s->flags &= (uint8_t)~RESULT_DROPPED;
+	s->result_len = 0;
+	s->result_ref = GS_REF_NONE;
+	if (o->result_len > 0 && o->result_len <= GS_INLINE_BYTES - used) {
+		memcpy(s->inline_data + used, o->result, o->result_len);
+		s->result_ref = GS_REF_INLINE;
+		s->result_len = o->result_len;
+	} else if (o->result_len > 0) {
+		uint32_t ref;
+		if (gs_arena_alloc(&e->arena, o->result_len, &ref) == GS_OK) {
+			memcpy(gs_arena_ptr(&e->arena, ref), o->result, o->result_len);
+			s->result_ref = ref;
+			s->result_len = o->result_len;
+		} else {
+			s->flags |= RESULT_DROPPED;
+		}
+	}
+	atomic_store_explicit(&s->status, o->status, memory_order_relaxed);
+	atomic_store_explicit(&s->reason, o->reason ? o->reason : GS_REASON_EXIT,
+			      memory_order_relaxed);
+	if (o->started_us)
+		atomic_store_explicit(&s->t_start_us, o->started_us, memory_order_relaxed);
+	atomic_store_explicit(&s->t_finish_us, o->finished_us ? o->finished_us : now_us,
+			      memory_order_relaxed);
+	uint32_t fin = o->failed ? GS_TASK_FAILED : GS_TASK_DONE;
+	/* release: the result fields above are visible with the final state. */
+	atomic_store_explicit(&s->word, gs_word_with_state(held, fin), memory_order_release);
+	gs_worker_pool_load_add(&e->wp, (uint32_t)worker, -1);
+	if (o->failed)
+		COUNT(e, s->queue, failed, 1);
+	else
+		COUNT(e, s->queue, done, 1);
+	return GS_OK;
+}
+
+int gs_engine_cancel(gs_engine *e, uint64_t task, uint64_t now_us, uint64_t *worker,
+		     uint32_t *attempt)
+{
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = gs_task_table_lookup(&e->tt, task, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	if (worker)
+		*worker = 0;
+	if (attempt)
+		*attempt = 0;
+	for (;;) {
+		uint32_t st = gs_word_state(w);
+		if (st == GS_TASK_COMPLETING)
+			return GS_EBUSY;
+		if (st != GS_TASK_DELAYED && st != GS_TASK_QUEUED && st != GS_TASK_ASSIGNED &&
+		    st != GS_TASK_RUNNING)
+			return GS_ESTATE;
+		if (gs_word_gen(w) != gs_task_id_gen(task))
+			return GS_ENOTFOUND;
+		if (!gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_CANCELLED)))
+			continue;
+		atomic_store_explicit(&s->reason, GS_REASON_CANCELLED, memory_order_relaxed);
+		atomic_store_explicit(&s->t_finish_us, now_us, memory_order_relaxed);
+		COUNT(e, s->queue, cancelled, 1);
+		if (st == GS_TASK_QUEUED)
+			COUNT(e, s->queue, queued, -1);
+		if (st == GS_TASK_ASSIGNED || st == GS_TASK_RUNNING) {
+			uint32_t wslot = gs_word_worker(w) - 1;
+			uint64_t ww = atomic_load_explicit(&e->wp.slots[wslot].word,
+							   memory_order_acquire);
+			if (worker)
+				*worker = gs_worker_id(wslot, (uint32_t)(ww >> 32));
+			if (attempt)
+				*attempt = gs_word_attempt(w);
+			gs_worker_pool_load_add(&e->wp, wslot, -1);
+		}
+		return GS_OK;
+	}
+}
+
+int gs_engine_release(gs_engine *e, uint64_t task)
+{
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = gs_task_table_lookup(&e->tt, task, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	for (;;) {
+		uint32_t st = gs_word_state(w);
+		if (st != GS_TASK_DONE && st != GS_TASK_FAILED && st != GS_TASK_CANCELLED)
+			return GS_ESTATE;
+		if (gs_word_linked(w)) {
+			/* A queue node still names it: the popper frees it. */
+			if (gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_RELEASED)))
+				return GS_OK;
+			continue;
+		}
+		return slot_free(e, gs_task_id_slot(task), w);
+	}
+}
+
+/* --- reading ----------------------------------------------------------- */
+
+static uint64_t worker_id_of(const gs_engine *e, uint64_t w)
+{
+	uint32_t w1 = gs_word_worker(w);
+	if (w1 == 0 || w1 > e->geom.max_workers)
+		return 0;
+	uint64_t ww = atomic_load_explicit(&e->wp.slots[w1 - 1].word, memory_order_acquire);
+	return gs_worker_id(w1 - 1, (uint32_t)(ww >> 32));
+}
+
+int gs_engine_task_info(const gs_engine *e, uint64_t task, gs_task_info *out)
+{
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = gs_task_table_lookup(&e->tt, task, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	memset(out, 0, sizeof(*out));
+	out->id = task;
+	out->state = gs_word_state(w);
+	out->attempt = gs_word_attempt(w);
+	out->queue = s->queue;
+	out->priority = s->priority;
+	out->max_retries = s->max_retries;
+	out->timeout_ms = s->timeout_ms;
+	out->worker = worker_id_of(e, w);
+	out->status = atomic_load_explicit(&s->status, memory_order_relaxed);
+	out->reason = atomic_load_explicit(&s->reason, memory_order_relaxed);
+	out->payload_len = s->payload_len;
+	bool final = out->state == GS_TASK_DONE || out->state == GS_TASK_FAILED ||
+		     out->state == GS_TASK_CANCELLED;
+	out->result_len = final ? s->result_len : 0;
+	out->result_dropped = final && (s->flags & RESULT_DROPPED);
+	out->submitted_us = s->t_submit_us;
+	out->assigned_us = atomic_load_explicit(&s->t_assign_us, memory_order_relaxed);
+	out->started_us = atomic_load_explicit(&s->t_start_us, memory_order_relaxed);
+	out->finished_us = atomic_load_explicit(&s->t_finish_us, memory_order_relaxed);
+	out->not_before_us = s->not_before_us;
+	return GS_OK;
+}
+
+static const uint8_t *bytes_of(const gs_engine *e, const struct gs_task_slot *s, uint32_t ref,
+			       uint32_t off)
+{
+	if (ref == GS_REF_INLINE)
+		return s->inline_data + off;
+	if (ref == GS_REF_NONE)
+		return NULL;
+	return gs_arena_ptr(&e->arena, ref);
+}
+
+int gs_engine_task_payload(const gs_engine *e, uint64_t task, const uint8_t **p, uint32_t *len)
+{
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = gs_task_table_lookup(&e->tt, task, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	*p = bytes_of(e, s, s->payload_ref, 0);
+	*len = s->payload_len;
+	return GS_OK;
+}
+
+int gs_engine_task_result(const gs_engine *e, uint64_t task, const uint8_t **p, uint32_t *len)
+{
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = gs_task_table_lookup(&e->tt, task, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	uint32_t st = gs_word_state(w);
+	if (st != GS_TASK_DONE && st != GS_TASK_FAILED && st != GS_TASK_CANCELLED)
+		return GS_ESTATE;
+	*p = bytes_of(e, s, s->result_ref, inline_used(s));
+	*len = s->result_len;
+	return GS_OK;
+}
+
+/* --- delayed tasks ----------------------------------------------------- */
+
+size_t gs_engine_delayed_take(gs_engine *e, uint64_t *ids, size_t max)
+{
+	size_t n = 0;
+	while (n < max) {
+		/* acquire: the fields of every slot on the list we take. */
+		uint32_t head = atomic_exchange_explicit(&e->tt.hdr->delayed, 0,
+							 memory_order_acquire);
+		if (!head)
+			break;
+		while (head) {
+			struct gs_task_slot *s = &e->tt.slots[head - 1];
+			uint32_t next = atomic_load_explicit(&s->link, memory_order_relaxed);
+			uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+			if (n < max) {
+				ids[n++] = gs_task_id(head - 1, gs_word_gen(w));
+			} else {
+				/* No room: put it back for the next call. */
+				uint32_t h2 = atomic_load_explicit(&e->tt.hdr->delayed,
+								   memory_order_relaxed);
+				do {
+					atomic_store_explicit(&s->link, h2, memory_order_relaxed);
+				} while (!atomic_compare_exchange_weak_explicit(
+					&e->tt.hdr->delayed, &h2, head, memory_order_release,
+					memory_order_relaxed));
+			}
+			head = next;
+		}
+	}
+	return n;
+}
+
+int gs_engine_delayed_release(gs_engine *e, uint64_t task, uint64_t now_us)
+{
+	(void)now_us;
+	struct gs_task_slot *s;
+	uint64_t w;
+	int rc = gs_task_table_lookup(&e->tt, task, &s, &w);
+	if (rc != GS_OK)
+		return rc;
+	if (gs_word_state(w) != GS_TASK_DELAYED)
+		return GS_ESTATE;
+	uint64_t want = gs_word_make(gs_word_gen(w), 0, gs_word_attempt(w), true, GS_TASK_QUEUED);
+	/* `delayed` is a total like every counter but `queued` (task_heap.h):
+	 * releasing a task does not take it back. */
+	return queue_task(e, s, &w, want, task);
+}
+
+/* --- workers ----------------------------------------------------------- */
+
+int gs_engine_worker_register(gs_engine *e, uint32_t slots, uint64_t queue_mask,
+			      uint64_t now_us, uint64_t *worker)
+{
+	if (!worker)
+		return GS_EINVAL;
+	for (uint64_t m = queue_mask; m; m &= m - 1)
+		if (!gs_task_heap_queue_name(&e->th, (uint32_t)__builtin_ctzll(m)))
+			return GS_EINVAL;
+	return gs_worker_pool_register(&e->wp, slots, queue_mask, now_us, worker);
+}
+
+int gs_engine_worker_heartbeat(gs_engine *e, uint64_t worker, uint64_t now_us)
+{
+	return gs_worker_pool_heartbeat(&e->wp, worker, now_us);
+}
+
+int gs_engine_worker_drain(gs_engine *e, uint64_t worker)
+{
+	int rc = gs_worker_pool_transition(&e->wp, worker, GS_WORKER_ALIVE, GS_WORKER_DRAINING);
+	if (rc == GS_ESTATE) {
+		uint32_t slot, st;
+		if (gs_worker_pool_lookup(&e->wp, worker, &slot, &st) == GS_OK &&
+		    st == GS_WORKER_DRAINING)
+			return GS_OK;
+	}
+	return rc;
+}
+
+/* Requeues or fails one task of a lost worker; the word must name it. */
+static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn fn, void *arg,
+			 uint64_t now_us)
+{
+	struct gs_task_slot *s = &e->tt.slots[ix];
+	uint64_t id = gs_task_id(ix, gs_word_gen(w));
+	for (;;) {
+		uint32_t st = gs_word_state(w);
+		if (st != GS_TASK_ASSIGNED && st != GS_TASK_RUNNING)
+			return; /* finished or cancelled meanwhile */
+		uint32_t attempt = gs_word_attempt(w);
+		if (attempt < 1u + s->max_retries && attempt < GS_MAX_ATTEMPT) {
+			uint64_t want = gs_word_make(gs_word_gen(w), 0, attempt + 1, true,
+						     GS_TASK_QUEUED);
+			if (queue_task(e, s, &w, want, id) != GS_OK)
+				continue;
+			COUNT(e, s->queue, requeued, 1);
+			if (fn)
+				fn(id, GS_TASK_QUEUED, arg);
+			return;
+		}
+		uint64_t want = gs_word_with_state(w, GS_TASK_COMPLETING);
+		if (!gs_task_table_cas(s, &w, want))
+			continue;
+		atomic_store_explicit(&s->status, -1, memory_order_relaxed);
+		atomic_store_explicit(&s->reason, GS_REASON_WORKER_LOST, memory_order_relaxed);
+		atomic_store_explicit(&s->t_finish_us, now_us, memory_order_relaxed);
+		/* release: reason and time are visible with FAILED. */
+		atomic_store_explicit(&s->word, gs_word_with_state(want, GS_TASK_FAILED),
+				      memory_order_release);
+		COUNT(e, s->queue, failed, 1);
+		if (fn)
+			fn(id, GS_TASK_FAILED, arg);
+		return;
+	}
+}
+
+int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
+			  void *arg)
+{
+	uint32_t wslot, st;
+	int rc = gs_worker_pool_lookup(&e->wp, worker, &wslot, &st);
+	if (rc != GS_OK)
+		return rc;
+	if (st != GS_WORKER_DEAD) {
+		rc = gs_worker_pool_transition(&e->wp, worker, st, GS_WORKER_DEAD);
+		if (rc != GS_OK)
+			return rc;
+	}
+	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_acquire);
+	for (uint32_t ix = 0; ix < hw; ix++) {
+		uint64_t w = atomic_load_explicit(&e->tt.slots[ix].word, memory_order_acquire);
+		if (gs_word_worker(w) == wslot + 1)
+			requeue_lost(e, ix, w, fn, arg, now_us);
+	}
+	atomic_store_explicit(&e->wp.slots[wslot].load, 0, memory_order_relaxed);
+	return gs_worker_pool_transition(&e->wp, worker, GS_WORKER_DEAD, GS_WORKER_FREE);
+}
+
+size_t gs_engine_worker_expired(const gs_engine *e, uint64_t now_us, uint64_t timeout_us,
+				uint64_t *workers, size_t max)
+{
+	size_t n = 0;
+	for (uint32_t i = 0; i < e->geom.max_workers && n < max; i++) {
+		const struct gs_worker_slot *ws = &e->wp.slots[i];
+		uint64_t word = atomic_load_explicit(&ws->word, memory_order_acquire);
+		uint32_t st = (uint32_t)(word & 0xff);
+		if (st != GS_WORKER_ALIVE && st != GS_WORKER_DRAINING && st != GS_WORKER_DEAD)
+			continue;
+		uint64_t seen = atomic_load_explicit(&ws->last_seen_us, memory_order_relaxed);
+		if (st == GS_WORKER_DEAD || seen + timeout_us < now_us)
+			workers[n++] = gs_worker_id(i, (uint32_t)(word >> 32));
+	}
+	return n;
+}
+
+int gs_engine_worker_tasks(const gs_engine *e, uint64_t worker, uint64_t *ids, size_t max,
+			   size_t *n)
+{
+	uint32_t wslot, st;
+	int rc = gs_worker_pool_lookup(&e->wp, worker, &wslot, &st);
+	if (rc != GS_OK)
+		return rc;
+	*n = 0;
+	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_acquire);
+	for (uint32_t ix = 0; ix < hw && *n < max; ix++) {
+		uint64_t w = atomic_load_explicit(&e->tt.slots[ix].word, memory_order_acquire);
+		uint32_t ts = gs_word_state(w);
+		if (gs_word_worker(w) == wslot + 1 &&
+		    (ts == GS_TASK_ASSIGNED || ts == GS_TASK_RUNNING || ts == GS_TASK_COMPLETING))
+			ids[(*n)++] = gs_task_id(ix, gs_word_gen(w));
+	}
+	return GS_OK;
+}
+
+int gs_engine_worker_at(const gs_engine *e, uint32_t slot, gs_worker_info *out)
+{
+	if (slot >= e->geom.max_workers)
+		return GS_ENOTFOUND;
+	const struct gs_worker_slot *ws = &e->wp.slots[slot];
+	uint64_t word = atomic_load_explicit(&ws->word, memory_order_acquire);
+	uint32_t st = (uint32_t)(word & 0xff);
+	if (st == GS_WORKER_FREE || st == GS_WORKER_CLAIMED)
+		return GS_ENOTFOUND;
+	out->id = gs_worker_id(slot, (uint32_t)(word >> 32));
+	out->state = st;
+	out->slots = ws->slots;
+	out->load = atomic_load_explicit(&ws->load, memory_order_relaxed);
+	out->queue_mask = ws->queue_mask;
+	out->last_seen_us = atomic_load_explicit(&ws->last_seen_us, memory_order_relaxed);
+	out->assigned_total = atomic_load_explicit(&ws->assigned_total, memory_order_relaxed);
+	out->finished_total = atomic_load_explicit(&ws->finished_total, memory_order_relaxed);
+	return GS_OK;
+}
+
+int gs_engine_worker_info(const gs_engine *e, uint64_t worker, gs_worker_info *out)
+{
+	uint32_t slot, st;
+	int rc = gs_worker_pool_lookup(&e->wp, worker, &slot, &st);
+	if (rc != GS_OK)
+		return rc;
+	return gs_engine_worker_at(e, slot, out);
+}

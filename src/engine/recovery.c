@@ -1,0 +1,268 @@
+/*
+ * recovery.c - repairs what dead processes left half-done, and checks the
+ * engine's invariants.  Both need quiescence: no other thread or process
+ * operating on the segment (the server runs recovery before it serves).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "engine.h"
+#include "engine_impl.h"
+#include "gs_error.h"
+#include "task_heap.h"
+#include "worker_heap.h"
+
+
+struct reach {
+	gs_engine *e;
+	uint8_t *seen; /* per slot: nodes naming it with its current generation */
+	uint32_t stale;
+};
+
+static void mark_node(uint32_t q, uint32_t p, uint64_t id, void *arg)
+{
+	(void)q;
+	(void)p;
+	struct reach *r = arg;
+	uint32_t ix = gs_task_id_slot(id);
+	if (ix >= r->e->geom.max_tasks) {
+		r->stale++;
+		return;
+	}
+	uint64_t w = atomic_load_explicit(&r->e->tt.slots[ix].word, memory_order_relaxed);
+	if (gs_word_gen(w) != gs_task_id_gen(id)) {
+		r->stale++;
+		return;
+	}
+	if (r->seen[ix] < 255)
+		r->seen[ix]++;
+}
+
+struct used_map {
+	uint64_t *bits;
+};
+
+static bool block_used(uint32_t ref, void *arg)
+{
+	struct used_map *u = arg;
+	return (u->bits[ref / 64] >> (ref % 64)) & 1;
+}
+
+static void mark_block(struct used_map *u, uint32_t ref)
+{
+	if (ref != GS_REF_NONE && ref != GS_REF_INLINE)
+		u->bits[ref / 64] |= 1ull << (ref % 64);
+}
+
+static void set_word(struct gs_task_slot *s, uint64_t w)
+{
+	atomic_store_explicit(&s->word, w, memory_order_relaxed);
+}
+
+int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
+{
+	gs_recovery_report local;
+	if (!rep)
+		rep = &local;
+	memset(rep, 0, sizeof(*rep));
+	gs_seg_take_ownership(&e->seg);
+
+	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_relaxed);
+	if (hw > e->geom.max_tasks)
+		hw = e->geom.max_tasks;
+	struct reach r = {e, calloc(e->geom.max_tasks, 1), 0};
+	uint32_t *loads = calloc(e->geom.max_workers, sizeof(uint32_t));
+	struct used_map used = {calloc(e->geom.arena_bytes / GS_ARENA_MIN_BLOCK / 64 + 2, 8)};
+	if (!r.seen || !loads || !used.bits) {
+		free(r.seen);
+		free(loads);
+		free(used.bits);
+		return GS_ENOMEM;
+	}
+
+	/* 1. Which slots do the queues name?  (Also repairs lagging tails.) */
+	gs_task_heap_walk(&e->th, mark_node, &r);
+	/* 2. Nodes no list reaches go back to the pool; bitmaps recomputed. */
+	gs_task_heap_rebuild(&e->th);
+
+	/* 3. Workers: a half-registered one is freed; the rest keep their state. */
+	for (uint32_t i = 0; i < e->geom.max_workers; i++) {
+		uint64_t ww = atomic_load_explicit(&e->wp.slots[i].word, memory_order_relaxed);
+		if ((ww & 0xff) == GS_WORKER_CLAIMED) {
+			uint32_t gen = (uint32_t)(ww >> 32) + 1;
+			atomic_store_explicit(&e->wp.slots[i].word,
+					      ((uint64_t)(gen ? gen : 1) << 32) | GS_WORKER_FREE,
+					      memory_order_relaxed);
+			rep->workers_freed++;
+		}
+	}
+
+	/* 4. Every slot: finish or undo what a dead process left half-done. */
+	uint64_t queued[GS_MAX_QUEUES] = {0};
+	atomic_store_explicit(&e->tt.hdr->free_head, 0, memory_order_relaxed);
+	atomic_store_explicit(&e->tt.hdr->delayed, 0, memory_order_relaxed);
+	uint32_t in_use = 0;
+	for (uint32_t ix = hw; ix-- > 0;) {
+		struct gs_task_slot *s = &e->tt.slots[ix];
+		uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+		uint32_t st = gs_word_state(w);
+		bool reached = r.seen[ix] > 0;
+		uint64_t id = gs_task_id(ix, gs_word_gen(w));
+
+		if (st == GS_TASK_RESERVED || (st == GS_TASK_RELEASED && !reached)) {
+			if (st == GS_TASK_RESERVED)
+				rep->reserved_freed++;
+			else
+				rep->released_freed++;
+			uint32_t gen = gs_word_gen(w) + 1;
+			set_word(s, gs_word_make(gen ? gen : 1, 0, 0, false, GS_TASK_FREE));
+			st = GS_TASK_FREE;
+		}
+		if (st == GS_TASK_FREE) {
+			/* Push on the free list (quiescent: plain stores suffice). */
+			uint64_t head = atomic_load_explicit(&e->tt.hdr->free_head,
+							     memory_order_relaxed);
+			atomic_store_explicit(&s->link, (uint32_t)head, memory_order_relaxed);
+			atomic_store_explicit(&e->tt.hdr->free_head,
+					      ((head >> 32) + 1) << 32 | (ix + 1),
+					      memory_order_relaxed);
+			continue;
+		}
+		in_use++;
+		if (st == GS_TASK_COMPLETING) {
+			/* The result was half-written: drop it; the task is again
+			 * its worker's, which will report it (or die). */
+			s->result_ref = GS_REF_NONE;
+			s->result_len = 0;
+			w = gs_word_with_state(w, gs_word_worker(w) ? GS_TASK_ASSIGNED
+								    : GS_TASK_FAILED);
+			st = gs_word_state(w);
+			rep->completing_undone++;
+		}
+		if ((st == GS_TASK_ASSIGNED || st == GS_TASK_RUNNING)) {
+			uint32_t w1 = gs_word_worker(w);
+			uint64_t ww = w1 && w1 <= e->geom.max_workers
+					      ? atomic_load_explicit(&e->wp.slots[w1 - 1].word,
+								     memory_order_relaxed)
+					      : 0;
+			uint32_t wst = (uint32_t)(ww & 0xff);
+			if (wst == GS_WORKER_ALIVE || wst == GS_WORKER_DRAINING ||
+			    wst == GS_WORKER_DEAD) {
+				loads[w1 - 1]++;
+			} else {
+				/* Its worker is gone: run it again. */
+				w = gs_word_make(gs_word_gen(w), 0,
+						 gs_word_attempt(w) < GS_MAX_ATTEMPT
+							 ? gs_word_attempt(w) + 1
+							 : GS_MAX_ATTEMPT,
+						 false, GS_TASK_QUEUED);
+				st = GS_TASK_QUEUED;
+				reached = false;
+				rep->orphans_requeued++;
+			}
+		}
+		if (st == GS_TASK_QUEUED) {
+			queued[s->queue]++;
+			if (!reached) {
+				set_word(s, gs_word_with_linked(w, true));
+				gs_task_heap_push(&e->th, s->queue, s->priority, id);
+				rep->requeued_unlinked++;
+			} else {
+				set_word(s, gs_word_with_linked(w, true));
+			}
+		} else {
+			/* linked iff a node names it. */
+			set_word(s, gs_word_with_linked(w, reached));
+			if (st == GS_TASK_DELAYED) {
+				uint32_t head = atomic_load_explicit(&e->tt.hdr->delayed,
+								     memory_order_relaxed);
+				atomic_store_explicit(&s->link, head, memory_order_relaxed);
+				atomic_store_explicit(&e->tt.hdr->delayed, ix + 1,
+						      memory_order_relaxed);
+			}
+		}
+		mark_block(&used, s->payload_ref);
+		uint32_t fin = gs_word_state(atomic_load_explicit(&s->word, memory_order_relaxed));
+		if (fin == GS_TASK_DONE || fin == GS_TASK_FAILED || fin == GS_TASK_CANCELLED ||
+		    fin == GS_TASK_RELEASED)
+			mark_block(&used, s->result_ref);
+		else if (s->result_ref != GS_REF_INLINE)
+			s->result_ref = GS_REF_NONE;
+	}
+	atomic_store_explicit(&e->tt.hdr->in_use, in_use, memory_order_relaxed);
+
+	/* 5. Arena: every block no live slot refers to is free. */
+	gs_arena_rebuild(&e->arena, block_used, &used);
+
+	/* 6. Loads and counters recomputed; the scheduler's heaps rebuilt. */
+	for (uint32_t i = 0; i < e->geom.max_workers; i++)
+		atomic_store_explicit(&e->wp.slots[i].load, loads[i], memory_order_relaxed);
+	for (uint32_t q = 0; q < GS_MAX_QUEUES; q++)
+		atomic_store_explicit(&e->th.queues[q].c.queued, queued[q], memory_order_relaxed);
+	gs_worker_heap_rebuild(&e->wh, &e->wp);
+
+	atomic_fetch_add_explicit(&e->seg.hdr->recoveries, 1, memory_order_relaxed);
+	free(r.seen);
+	free(loads);
+	free(used.bits);
+	return GS_OK;
+}
+
+int gs_engine_check(gs_engine *e, char *msg, size_t msg_len)
+{
+	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_relaxed);
+	struct reach r = {e, calloc(e->geom.max_tasks, 1), 0};
+	uint32_t *loads = calloc(e->geom.max_workers, sizeof(uint32_t));
+	int rc = GS_OK;
+	if (!r.seen || !loads) {
+		free(r.seen);
+		free(loads);
+		return GS_ENOMEM;
+	}
+	gs_task_heap_walk(&e->th, mark_node, &r);
+	uint64_t queued[GS_MAX_QUEUES] = {0};
+	for (uint32_t ix = 0; ix < hw && rc == GS_OK; ix++) {
+		uint64_t w = atomic_load_explicit(&e->tt.slots[ix].word, memory_order_relaxed);
+		uint32_t st = gs_word_state(w);
+		if (r.seen[ix] > 1) {
+			snprintf(msg, msg_len, "slot %u is in the queues %u times", ix,
+				 r.seen[ix]);
+			rc = GS_ESTATE;
+		} else if (gs_word_linked(w) != (r.seen[ix] == 1)) {
+			snprintf(msg, msg_len, "slot %u (%s) linked=%d but reached=%d", ix,
+				 gs_task_state_name(st), gs_word_linked(w), r.seen[ix]);
+			rc = GS_ESTATE;
+		} else if (st == GS_TASK_QUEUED && r.seen[ix] != 1) {
+			snprintf(msg, msg_len, "QUEUED slot %u is in no queue", ix);
+			rc = GS_ESTATE;
+		} else if (st == GS_TASK_RESERVED || st == GS_TASK_COMPLETING) {
+			snprintf(msg, msg_len, "slot %u held in %s", ix, gs_task_state_name(st));
+			rc = GS_ESTATE;
+		}
+		if (st == GS_TASK_QUEUED)
+			queued[e->tt.slots[ix].queue]++;
+		if ((st == GS_TASK_ASSIGNED || st == GS_TASK_RUNNING) && gs_word_worker(w))
+			loads[gs_word_worker(w) - 1]++;
+	}
+	for (uint32_t i = 0; i < e->geom.max_workers && rc == GS_OK; i++) {
+		uint32_t l = atomic_load_explicit(&e->wp.slots[i].load, memory_order_relaxed);
+		if (l != loads[i]) {
+			snprintf(msg, msg_len, "worker %u load %u but %u tasks assigned", i, l,
+				 loads[i]);
+			rc = GS_ESTATE;
+		}
+	}
+	for (uint32_t q = 0; q < GS_MAX_QUEUES && rc == GS_OK; q++) {
+		uint64_t c = atomic_load_explicit(&e->th.queues[q].c.queued, memory_order_relaxed);
+		if (c != queued[q]) {
+			snprintf(msg, msg_len, "queue %u counts %llu queued but has %llu", q,
+				 (unsigned long long)c, (unsigned long long)queued[q]);
+			rc = GS_ESTATE;
+		}
+	}
+	free(r.seen);
+	free(loads);
+	return rc;
+}

@@ -1,0 +1,41 @@
+/*
+ * server.h - `gsched server`: the PLM, the Main Scheduler and the Register as
+ * threads of one process over one engine segment.
+ *
+ * Owns: the engine (created, or adopted from a dead owner and recovered), the
+ * services, the gRPC server, the scheduler thread and the register thread.
+ *
+ * Thread-safety: gs_server_run() blocks in the calling thread until *stop is
+ * set, then shuts down: it stops accepting submissions (UNAVAILABLE, health
+ * NOT_SERVING), stops dispatching, lets running tasks finish for grace_ms,
+ * then ends every stream and returns.  Tasks still queued stay in a named
+ * segment for the next server.
+ * Errors: GS_EIO (cannot listen), engine and rpc errors.
+ */
+#ifndef GS_SERVER_H
+#define GS_SERVER_H
+
+#include <signal.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+typedef struct gs_server_opts {
+	const char *listen;         /* default "127.0.0.1:7070" */
+	const char *segment;        /* POSIX shm name, NULL: anonymous */
+	gs_geom geom;               /* zero fields: defaults */
+	uint32_t heartbeat_ms;      /* default 500 */
+	uint32_t worker_timeout_ms; /* default 3000 */
+	uint32_t result_ttl_ms;     /* default 300000 */
+	int grace_ms;               /* default 10000 */
+	unsigned rpc_threads;       /* default 1 */
+	volatile sig_atomic_t *stop;
+	/* Called once listening, with the bound port (may be NULL). */
+	void (*on_ready)(int port, void *arg);
+	void *arg;
+	int quiet;
+} gs_server_opts;
+
+int gs_server_run(const gs_server_opts *o);
+
+#endif /* GS_SERVER_H */

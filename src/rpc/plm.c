@@ -1,0 +1,308 @@
+/*
+ * plm.c - the Process Lifecycle Manager's delivery side: who waits for which
+ * task, handing each final result to its waiters, and keeping unfetched
+ * results until their time-to-live ends.  Every function runs under s->mu.
+ *
+ * A result handed to a Wait or a SubmitStream has been fetched: the task is
+ * released at once and its ID stops resolving.  A result nobody waits for is
+ * retained for result_ttl_ms, then released.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "gs_error.h"
+#include "service_impl.h"
+
+static size_t bucket_of(const gs_service *s, uint64_t id)
+{
+	uint64_t h = id * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 32) & (s->n_buckets - 1);
+}
+
+static int grow(gs_service *s)
+{
+	size_t n = s->n_buckets ? s->n_buckets * 2 : 1024;
+	struct sub **b = calloc(n, sizeof(*b));
+	if (!b)
+		return GS_ENOMEM;
+	struct sub **old = s->buckets;
+	size_t old_n = s->n_buckets;
+	s->buckets = b;
+	s->n_buckets = n;
+	for (size_t i = 0; i < old_n; i++) {
+		for (struct sub *x = old[i], *nx; x; x = nx) {
+			nx = x->next;
+			size_t k = bucket_of(s, x->id);
+			x->next = b[k];
+			b[k] = x;
+		}
+	}
+	free(old);
+	return GS_OK;
+}
+
+int gs_plm_subscribe(gs_service *s, uint64_t id, struct waiter *w)
+{
+	if (s->n_subs >= s->n_buckets && grow(s) != GS_OK && !s->n_buckets)
+		return GS_ENOMEM;
+	struct sub *x = malloc(sizeof(*x));
+	if (!x)
+		return GS_ENOMEM;
+	size_t k = bucket_of(s, id);
+	x->id = id;
+	x->w = w;
+	x->next = s->buckets[k];
+	s->buckets[k] = x;
+	s->n_subs++;
+	w->refs++;
+	return GS_OK;
+}
+
+void gs_plm_waiter_unref(gs_service *s, struct waiter *w)
+{
+	(void)s;
+	if (--w->refs > 0)
+		return;
+	if (w->call)
+		gs_rpc_call_unref(w->call);
+	free(w->ids);
+	free(w);
+}
+
+static void unsubscribe(gs_service *s, uint64_t id, struct waiter *w)
+{
+	struct sub **pp = &s->buckets[bucket_of(s, id)];
+	while (*pp) {
+		struct sub *x = *pp;
+		if (x->id == id && x->w == w) {
+			*pp = x->next;
+			free(x);
+			s->n_subs--;
+			gs_plm_waiter_unref(s, w);
+			return;
+		}
+		pp = &x->next;
+	}
+}
+
+void gs_plm_unsubscribe_all(gs_service *s, struct waiter *w)
+{
+	if (w->kind == W_WAIT) {
+		w->refs++; /* keep it alive while unsubscribing */
+		for (size_t i = 0; i < w->n_ids; i++)
+			unsubscribe(s, w->ids[i], w);
+		gs_plm_waiter_unref(s, w);
+		return;
+	}
+	/* Streams are subscribed to many IDs: sweep the table (rare: a stream
+	 * that closes with results still pending). */
+	w->refs++;
+	for (size_t k = 0; k < s->n_buckets; k++) {
+		struct sub **pp = &s->buckets[k];
+		while (*pp) {
+			struct sub *x = *pp;
+			if (x->w == w) {
+				*pp = x->next;
+				free(x);
+				s->n_subs--;
+				gs_plm_waiter_unref(s, w);
+			} else {
+				pp = &x->next;
+			}
+		}
+	}
+	gs_plm_waiter_unref(s, w);
+}
+
+void gs_plm_retain(gs_service *s, uint64_t id, uint64_t now_us)
+{
+	if (s->ret_len == s->ret_cap) {
+		size_t cap = s->ret_cap ? s->ret_cap * 2 : 4096;
+		struct retained *r = malloc(cap * sizeof(*r));
+		if (!r)
+			return; /* kept until a Wait or Get fetches it; never lost */
+		for (size_t i = 0; i < s->ret_len; i++)
+			r[i] = s->ret[(s->ret_head + i) % s->ret_cap];
+		free(s->ret);
+		s->ret = r;
+		s->ret_cap = cap;
+		s->ret_head = 0;
+	}
+	s->ret[(s->ret_head + s->ret_len) % s->ret_cap] =
+	    (struct retained){id, now_us + (uint64_t)s->o.result_ttl_ms * 1000};
+	s->ret_len++;
+}
+
+void gs_plm_expire(gs_service *s, uint64_t now_us)
+{
+	while (s->ret_len && s->ret[s->ret_head].expires_us <= now_us) {
+		gs_engine_release(s->eng, s->ret[s->ret_head].id); /* may be fetched already */
+		s->ret_head = (s->ret_head + 1) % s->ret_cap;
+		s->ret_len--;
+	}
+}
+
+static void wait_list_remove(struct waiter *w)
+{
+	if (w->prev_wait) {
+		w->prev_wait->next_wait = w->next_wait;
+		w->next_wait->prev_wait = w->prev_wait;
+		w->prev_wait = w->next_wait = NULL;
+	}
+}
+
+/* Replies to a Wait with every task's current state; releases the final ones. */
+void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete)
+{
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	for (size_t i = 0; i < w->n_ids; i++) {
+		gs_task_info info;
+		const uint8_t *res = NULL;
+		uint32_t res_len = 0;
+		if (gs_service_read(s, w->ids[i], &info, &res, &res_len) != GS_OK) {
+			memset(&info, 0, sizeof(info));
+			info.id = w->ids[i];
+			info.state = GS_TASK_FREE; /* UNKNOWN */
+		}
+		gs_codec_put_result(&b, 1, &info, res, res_len, w->include_output);
+	}
+	gs_pb_put_varint(&b, 2, complete ? 1 : 0);
+	if (!w->closed) {
+		if (b.oom)
+			gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		else if (gs_rpc_call_send(w->call, b.data, b.len) == GS_OK)
+			gs_rpc_call_finish(w->call, GS_RPC_OK, NULL);
+		else
+			gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED,
+			                   "reply over the message limit");
+		/* Delivered: the client has fetched these results. */
+		for (size_t i = 0; i < w->n_ids; i++) {
+			gs_task_info info;
+			if (gs_engine_task_info(s->eng, w->ids[i], &info) == GS_OK &&
+			    (info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
+			     info.state == GS_TASK_CANCELLED))
+				gs_engine_release(s->eng, w->ids[i]);
+		}
+	}
+	w->closed = true;
+	gs_pb_buf_free(&b);
+	wait_list_remove(w);
+	gs_plm_unsubscribe_all(s, w);
+}
+
+/* Sends one result or event; true when a SubmitStream got the result. */
+static bool stream_deliver(gs_service *s, struct waiter *w, uint64_t id)
+{
+	gs_task_info info;
+	const uint8_t *res;
+	uint32_t res_len;
+	if (w->closed || gs_service_read(s, id, &info, &res, &res_len) != GS_OK)
+		return false;
+	bool delivered = false;
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	if (w->kind == W_STREAM) {
+		gs_codec_put_result(&b, 2, &info, res, res_len, true);
+	} else {
+		size_t ev = gs_pb_begin(&b, 1);
+		gs_pb_put_fixed64(&b, 1, id);
+		gs_pb_put_varint(&b, 2, (uint64_t)gs_codec_state(info.state));
+		gs_pb_put_varint(&b, 3, info.attempt);
+		gs_pb_put_fixed64(&b, 4, info.worker);
+		gs_pb_put_varint(&b, 5, info.finished_us);
+		gs_codec_put_result(&b, 6, &info, res, res_len, w->include_output);
+		gs_pb_end(&b, ev);
+	}
+	if (!b.oom && gs_rpc_call_send(w->call, b.data, b.len) == GS_OK) {
+		delivered = w->kind == W_STREAM;
+	} else {
+		/* The client stopped reading: end its stream rather than grow
+		 * without bound.  Its tasks' results stay fetchable by Wait. */
+		gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED,
+		                   "client too slow: outbound queue full");
+		w->closed = true;
+	}
+	gs_pb_buf_free(&b);
+	if (w->pending)
+		w->pending--;
+	if (w->half_closed && w->pending == 0 && !w->closed) {
+		gs_rpc_call_finish(w->call, GS_RPC_OK, NULL);
+		w->closed = true;
+	}
+	return delivered;
+}
+
+void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us)
+{
+	bool fetched = false;
+	struct sub **pp = &s->buckets[bucket_of(s, id)];
+	while (*pp) {
+		struct sub *x = *pp;
+		if (x->id != id) {
+			pp = &x->next;
+			continue;
+		}
+		struct waiter *w = x->w;
+		*pp = x->next;
+		free(x);
+		s->n_subs--;
+		/* The subscription's reference keeps w alive until the end. */
+		if (w->kind == W_WAIT) {
+			if (!w->closed && w->remaining > 0) {
+				w->remaining--;
+				if (w->any || w->remaining == 0) {
+					gs_plm_wait_reply(s, w, true);
+					fetched = true;
+				}
+			}
+		} else {
+			fetched |= stream_deliver(s, w, id);
+		}
+		w->refs--; /* the subscription's reference: ours keeps w alive */
+		gs_plm_waiter_unref(s, w);
+		pp = &s->buckets[bucket_of(s, id)]; /* the chain may have changed */
+	}
+	if (fetched)
+		gs_engine_release(s->eng, id);
+	else
+		gs_plm_retain(s, id, now_us);
+}
+
+void gs_plm_free(gs_service *s)
+{
+	for (size_t k = 0; k < s->n_buckets; k++) {
+		for (struct sub *x = s->buckets[k], *nx; x; x = nx) {
+			nx = x->next;
+			gs_plm_waiter_unref(s, x->w);
+			free(x);
+		}
+	}
+	free(s->buckets);
+	free(s->ret);
+	s->buckets = NULL;
+	s->ret = NULL;
+	s->n_buckets = s->n_subs = s->ret_len = s->ret_cap = 0;
+}
+
+static const char *const builtin_handlers[] = {"noop", "echo", "sleep"};
+
+bool gs_plm_handler_known(const char *name, void *arg)
+{
+	gs_service *s = arg;
+	for (size_t i = 0; i < sizeof(builtin_handlers) / sizeof(builtin_handlers[0]); i++)
+		if (strcmp(name, builtin_handlers[i]) == 0)
+			return true;
+	for (size_t i = 0; i < s->n_handlers; i++)
+		if (strcmp(name, s->handlers[i]) == 0)
+			return true;
+	return false;
+}
+
+void gs_plm_add_handler(gs_service *s, const char *name)
+{
+	if (!name[0] || strlen(name) >= sizeof(s->handlers[0]) || gs_plm_handler_known(name, s) ||
+	    s->n_handlers >= sizeof(s->handlers) / sizeof(s->handlers[0]))
+		return;
+	strcpy(s->handlers[s->n_handlers++], name);
+}

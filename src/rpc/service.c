@@ -1,0 +1,219 @@
+/* service.c - the services' life cycle and the role loops' steps. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gs_error.h"
+#include "service_impl.h"
+
+uint64_t gs_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void gs_worker_conn_unref(struct worker_conn *c)
+{
+	if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	gs_rpc_call_unref(c->call);
+	free(c);
+}
+
+/* The worker table frees a removed record after its RCU grace period. */
+static void conn_free(void *ctx, void *arg)
+{
+	(void)arg;
+	gs_worker_conn_unref(ctx);
+}
+
+int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
+{
+	gs_service *s = calloc(1, sizeof(*s));
+	if (!s)
+		return GS_ENOMEM;
+	s->eng = e;
+	if (o)
+		s->o = *o;
+	if (!s->o.heartbeat_ms)
+		s->o.heartbeat_ms = 500;
+	if (!s->o.worker_timeout_ms)
+		s->o.worker_timeout_ms = 3000;
+	if (!s->o.result_ttl_ms)
+		s->o.result_ttl_ms = 300000;
+	if (!s->o.max_batch)
+		s->o.max_batch = 100000;
+	s->started_us = gs_now_us();
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->wake_mu, NULL);
+	pthread_cond_init(&s->wake_cv, NULL);
+	s->waits.next_wait = s->waits.prev_wait = &s->waits;
+	gs_delay_timer_init(&s->timer);
+	int rc = gs_worker_table_create(conn_free, s, &s->workers);
+	if (rc != GS_OK) {
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return GS_OK;
+}
+
+int gs_service_register(gs_service *s, struct gs_rpc_server *srv)
+{
+	int rc = gs_task_service_register(s, srv);
+	if (rc == GS_OK)
+		rc = gs_worker_service_register(s, srv);
+	if (rc == GS_OK)
+		rc = gs_admin_service_register(s, srv);
+	if (rc == GS_OK)
+		rc = gs_rpc_health_register(srv, &s->health);
+	if (rc == GS_OK) {
+		gs_rpc_health_set(s->health, "", true);
+		gs_rpc_health_set(s->health, "gsched.v1.TaskService", true);
+		gs_rpc_health_set(s->health, "gsched.v1.WorkerService", true);
+	}
+	return rc;
+}
+
+void gs_service_destroy(gs_service *s)
+{
+	if (!s)
+		return;
+	gs_worker_table_destroy(s->workers);
+	pthread_mutex_lock(&s->mu);
+	gs_plm_free(s);
+	pthread_mutex_unlock(&s->mu);
+	gs_delay_timer_free(&s->timer);
+	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->wake_mu);
+	pthread_cond_destroy(&s->wake_cv);
+	free(s);
+}
+
+void gs_service_thread_online(gs_service *s)
+{
+	(void)s;
+	gs_worker_table_thread_online();
+}
+
+void gs_service_thread_offline(gs_service *s)
+{
+	(void)s;
+	gs_worker_table_thread_offline();
+}
+
+void gs_service_wake(gs_service *s)
+{
+	atomic_store_explicit(&s->wake_flag, true, memory_order_release);
+	/* seq_cst pair with wait_work: it sets `sleeping` then re-reads the
+	 * flag, we set the flag then read `sleeping`: one of us sees the other. */
+	atomic_thread_fence(memory_order_seq_cst);
+	if (atomic_load_explicit(&s->sleeping, memory_order_relaxed)) {
+		pthread_mutex_lock(&s->wake_mu);
+		pthread_cond_signal(&s->wake_cv);
+		pthread_mutex_unlock(&s->wake_mu);
+	}
+}
+
+void gs_service_wait_work(gs_service *s, int timeout_ms)
+{
+	if (atomic_exchange_explicit(&s->wake_flag, false, memory_order_acq_rel))
+		return;
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	until.tv_sec += timeout_ms / 1000 + until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&s->wake_mu);
+	atomic_store_explicit(&s->sleeping, true, memory_order_relaxed);
+	atomic_thread_fence(memory_order_seq_cst);
+	if (!atomic_load_explicit(&s->wake_flag, memory_order_acquire))
+		pthread_cond_timedwait(&s->wake_cv, &s->wake_mu, &until);
+	atomic_store_explicit(&s->sleeping, false, memory_order_relaxed);
+	pthread_mutex_unlock(&s->wake_mu);
+	atomic_store_explicit(&s->wake_flag, false, memory_order_release);
+}
+
+size_t gs_service_schedule(gs_service *s, uint64_t now_us, uint64_t *next_due_us)
+{
+	size_t released = 0, total = 0;
+	gs_delay_timer_poll(&s->timer, s->eng, now_us, next_due_us, &released);
+	if (atomic_load_explicit(&s->stopping, memory_order_acquire))
+		return 0;
+	gs_pb_buf buf;
+	gs_pb_buf_init(&buf);
+	for (uint32_t q = 0; q < GS_MAX_QUEUES; q++) {
+		if (!gs_engine_queue_name(s->eng, q))
+			continue;
+		/* A bounded turn per queue keeps the queues fair to each other. */
+		for (int n = 0; n < 4096; n++) {
+			gs_assignment a;
+			if (gs_engine_dispatch(s->eng, q, now_us, &a) != GS_OK)
+				break;
+			gs_worker_send_assignment(s, &a, &buf);
+			total++;
+		}
+	}
+	gs_pb_buf_free(&buf);
+	atomic_fetch_add_explicit(&s->dispatched, total, memory_order_relaxed);
+	return total;
+}
+
+void gs_service_tick(gs_service *s, uint64_t now_us)
+{
+	uint64_t dead[64];
+	size_t n = gs_engine_worker_expired(s->eng, now_us, (uint64_t)s->o.worker_timeout_ms * 1000,
+	                                    dead, 64);
+	for (size_t i = 0; i < n; i++)
+		gs_worker_lost(s, dead[i], now_us);
+	pthread_mutex_lock(&s->mu);
+	for (struct waiter *w = s->waits.next_wait, *nx; w != &s->waits; w = nx) {
+		nx = w->next_wait;
+		if (w->deadline_us <= now_us)
+			gs_plm_wait_reply(s, w, false);
+	}
+	gs_plm_expire(s, now_us);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void gs_service_begin_shutdown(gs_service *s)
+{
+	atomic_store_explicit(&s->stopping, true, memory_order_release);
+	if (s->health) {
+		gs_rpc_health_set(s->health, "", false);
+		gs_rpc_health_set(s->health, "gsched.v1.TaskService", false);
+		gs_rpc_health_set(s->health, "gsched.v1.WorkerService", false);
+	}
+	gs_service_wake(s);
+}
+
+void gs_service_counters_get(gs_service *s, gs_service_counters *out)
+{
+	out->dispatched = atomic_load(&s->dispatched);
+	out->results = atomic_load(&s->results);
+	out->stale_results = atomic_load(&s->stale_results);
+	out->workers_lost = atomic_load(&s->workers_lost);
+	out->in_flight = 0;
+	for (uint32_t i = 0;; i++) {
+		gs_worker_info wi;
+		if (i >= gs_engine_geom(s->eng)->max_workers)
+			break;
+		if (gs_engine_worker_at(s->eng, i, &wi) == GS_OK)
+			out->in_flight += wi.load;
+	}
+}
+
+int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_t **res,
+                    uint32_t *res_len)
+{
+	int rc = gs_engine_task_info(s->eng, id, info);
+	if (rc != GS_OK)
+		return rc;
+	*res = NULL;
+	*res_len = 0;
+	if (info->state == GS_TASK_DONE || info->state == GS_TASK_FAILED ||
+	    info->state == GS_TASK_CANCELLED)
+		gs_engine_task_result(s->eng, id, res, res_len);
+	return GS_OK;
+}

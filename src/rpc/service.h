@@ -1,0 +1,76 @@
+/*
+ * service.h - the gsched gRPC services over one engine: TaskService (the
+ * PLM's front-end), WorkerService (the Register's), AdminService and
+ * grpc.health.v1.Health, plus the two loops the server's role threads run.
+ *
+ * Owns: the process-local state of the server roles: the worker table
+ * (worker ID -> connection, under RCU), the PLM's waiters (Wait calls,
+ * SubmitStream streams, Watch streams) keyed by task ID, the retention queue
+ * of results nobody has fetched yet, the scheduler's delay timer and wake-up.
+ *
+ * Thread-safety:
+ *   - RPC callbacks run on the rpc server's polling threads;
+ *   - gs_service_schedule / gs_service_wait_work: the scheduler thread only;
+ *   - gs_service_tick: the register thread only;
+ *   - both role threads call gs_service_thread_online() first and
+ *     gs_service_thread_offline() last (RCU registration);
+ *   - create/register/destroy: the main thread, with no role thread running
+ *     (destroy after the rpc server is destroyed).
+ * The PLM's state is under one process-local mutex; the engine is lock-free.
+ *
+ * Errors: gs_status codes; RPC errors go to the client as gRPC statuses.
+ */
+#ifndef GS_SERVICE_H
+#define GS_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+#include "rpc_server.h"
+
+typedef struct gs_service gs_service;
+
+typedef struct gs_service_opts {
+	uint32_t heartbeat_ms;      /* workers send heartbeats this often (default 500) */
+	uint32_t worker_timeout_ms; /* silence this long: dead (default 3000) */
+	uint32_t result_ttl_ms;     /* unfetched results kept this long (default 300000) */
+	uint32_t max_batch;         /* tasks per Submit (default 100000) */
+} gs_service_opts;
+
+typedef struct gs_service_counters {
+	uint64_t dispatched, results, stale_results, workers_lost, in_flight;
+} gs_service_counters;
+
+int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out);
+/* Registers every method and Health on srv (before gs_rpc_server_start). */
+int gs_service_register(gs_service *s, struct gs_rpc_server *srv);
+void gs_service_destroy(gs_service *s);
+
+void gs_service_thread_online(gs_service *s);
+void gs_service_thread_offline(gs_service *s);
+
+/*
+ * The Main Scheduler's pass: releases due delayed tasks, dispatches every
+ * task that has a free worker, and sends the assignments.  Returns how many
+ * were dispatched; *next_due_us the next delayed task's time (0: none).
+ */
+size_t gs_service_schedule(gs_service *s, uint64_t now_us, uint64_t *next_due_us);
+
+/* Sleeps until woken (a submit, a result, a worker) or timeout_ms passes. */
+void gs_service_wait_work(gs_service *s, int timeout_ms);
+
+/* The Register's tick: dead workers, Wait deadlines, expired results. */
+void gs_service_tick(gs_service *s, uint64_t now_us);
+
+/* Stop accepting submissions and dispatching (SIGTERM); health NOT_SERVING. */
+void gs_service_begin_shutdown(gs_service *s);
+
+void gs_service_counters_get(gs_service *s, gs_service_counters *out);
+
+/* Wakes the scheduler (thread-safe). */
+void gs_service_wake(gs_service *s);
+
+uint64_t gs_now_us(void);
+
+#endif /* GS_SERVICE_H */

@@ -1,0 +1,120 @@
+/*
+ * service_impl.h - state shared by the service files (service.c, plm.c,
+ * task_service.c, worker_service.c, admin_service.c).  Not a public header.
+ */
+#ifndef GS_SERVICE_IMPL_H
+#define GS_SERVICE_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "codec.h"
+#include "delay_timer.h"
+#include "health.h"
+#include "service.h"
+#include "worker_table.h"
+
+/* Something waiting for task results: a Wait call, a SubmitStream, a Watch. */
+enum waiter_kind { W_WAIT, W_STREAM, W_WATCH };
+
+struct waiter {
+	enum waiter_kind kind;
+	gs_service *svc;
+	struct gs_rpc_call *call; /* a user reference, dropped when the waiter goes */
+	unsigned refs;            /* subscriptions + 1 while the call is open */
+	bool closed;              /* the call is over: deliver nothing more */
+	bool half_closed;         /* stream: the client will submit no more */
+	uint64_t pending;         /* stream/watch: results still to deliver */
+	/* W_WAIT */
+	uint64_t *ids;
+	size_t n_ids, remaining;
+	bool any;
+	bool include_output;
+	uint64_t deadline_us;
+	struct waiter *next_wait, *prev_wait; /* list of open Waits */
+};
+
+struct sub {
+	struct sub *next;
+	uint64_t id;
+	struct waiter *w;
+};
+
+struct retained {
+	uint64_t id;
+	uint64_t expires_us;
+};
+
+/* One worker's stream. */
+struct worker_conn {
+	gs_service *svc;
+	struct gs_rpc_call *call;
+	uint64_t wid; /* 0 until registered */
+	char name[64];
+	char peer[64];
+	uint32_t slots;
+	uint64_t registered_us;
+	atomic_bool lost; /* declared dead: its stream is being torn down */
+	atomic_int refs;  /* the stream's (until on_close) + the worker table's */
+};
+
+/* Drops a reference; the last one drops the call reference and frees. */
+void gs_worker_conn_unref(struct worker_conn *c);
+
+struct gs_service {
+	gs_engine *eng;
+	gs_service_opts o;
+	gs_worker_table *workers;
+	struct gs_rpc_health *health;
+	uint64_t started_us;
+	atomic_bool stopping;
+
+	/* PLM, under mu. */
+	pthread_mutex_t mu;
+	struct sub **buckets;
+	size_t n_buckets, n_subs;
+	struct waiter waits; /* sentinel of the open-Wait list */
+	struct retained *ret;
+	size_t ret_head, ret_len, ret_cap;
+	char handlers[32][64]; /* handler names workers advertised */
+	size_t n_handlers;
+
+	/* Scheduler wake-up. */
+	pthread_mutex_t wake_mu;
+	pthread_cond_t wake_cv;
+	atomic_bool wake_flag;
+	atomic_bool sleeping;
+
+	gs_delay_timer timer; /* the scheduler's */
+
+	_Atomic uint64_t dispatched, results, stale_results, workers_lost;
+};
+
+/* plm.c: under s->mu. */
+int gs_plm_subscribe(gs_service *s, uint64_t id, struct waiter *w);
+void gs_plm_unsubscribe_all(gs_service *s, struct waiter *w);
+/* A task reached a final state: deliver to its waiters, or retain it. */
+void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us);
+void gs_plm_waiter_unref(gs_service *s, struct waiter *w);
+void gs_plm_retain(gs_service *s, uint64_t id, uint64_t now_us);
+void gs_plm_expire(gs_service *s, uint64_t now_us);
+void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete);
+void gs_plm_free(gs_service *s);
+bool gs_plm_handler_known(const char *name, void *arg);
+void gs_plm_add_handler(gs_service *s, const char *name);
+
+/* worker_service.c */
+void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us);
+int gs_worker_service_register(gs_service *s, struct gs_rpc_server *srv);
+void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt);
+int gs_worker_send_assignment(gs_service *s, const gs_assignment *a, gs_pb_buf *buf);
+/* task_service.c, admin_service.c */
+int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv);
+int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv);
+
+/* Reads a task for a reply: info and stored result (NULL if not final). */
+int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_t **res,
+                    uint32_t *res_len);
+
+#endif /* GS_SERVICE_IMPL_H */

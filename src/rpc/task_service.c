@@ -1,0 +1,534 @@
+/*
+ * task_service.c - TaskService: the PLM's front-end for clients.
+ *
+ * Submit and SubmitStream validate every spec before anything is queued
+ * (bad input changes nothing), store the packed spec as the task's payload,
+ * and wake the scheduler.  Wait, SubmitStream and Watch subscribe to the
+ * tasks' final states through plm.c; Get reads the engine; Cancel moves the
+ * task and tells its worker.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gs_error.h"
+#include "service_impl.h"
+
+#define SVC "/gsched.v1.TaskService/"
+
+static void finish_err(struct gs_rpc_call *call, int rc, const char *msg)
+{
+	gs_rpc_call_finish(call, gs_rpc_code_from_status(rc), msg ? msg : gs_strerror(rc));
+}
+
+/* Validates and converts n specs; all-or-nothing.  packed[] owns the bytes. */
+static int prepare(gs_service *s, Gsched__V1__TaskSpec *const *specs, size_t n, gs_task_spec *out,
+                   gs_pb_buf *packed, uint64_t now, char *err, size_t err_len, size_t *bad)
+{
+	const gs_geom *g = gs_engine_geom(s->eng);
+	for (size_t i = 0; i < n; i++) {
+		const Gsched__V1__TaskSpec *sp = specs[i];
+		pthread_mutex_lock(&s->mu);
+		int rc =
+		    gs_codec_spec_check(sp, g->max_payload, gs_plm_handler_known, s, err, err_len);
+		pthread_mutex_unlock(&s->mu);
+		uint32_t q = 0;
+		if (rc == GS_OK) {
+			const char *qn = sp->queue[0] ? sp->queue : "default";
+			rc = gs_engine_queue(s->eng, qn, true, &q);
+			if (rc != GS_OK)
+				snprintf(err, err_len, "bad queue name '%.48s'", qn);
+		}
+		if (rc != GS_OK) {
+			*bad = i;
+			return rc;
+		}
+		gs_pb_buf_reset(&packed[i]);
+		gs_pb_buf *pb = &packed[i];
+		size_t sz = protobuf_c_message_get_packed_size(&sp->base);
+		pb->data = realloc(pb->data, sz ? sz : 1);
+		if (!pb->data) {
+			*bad = i;
+			return GS_ENOMEM;
+		}
+		pb->cap = sz ? sz : 1;
+		pb->len = protobuf_c_message_pack(&sp->base, pb->data);
+		out[i] = (gs_task_spec){
+		    .queue = q,
+		    .priority = sp->priority,
+		    .max_retries = sp->retries,
+		    .timeout_ms = sp->timeout_ms,
+		    .not_before_us = sp->delay_ms ? now + (uint64_t)sp->delay_ms * 1000 : 0,
+		    .payload = pb->data,
+		    .payload_len = (uint32_t)pb->len,
+		};
+	}
+	return GS_OK;
+}
+
+static void free_packed(gs_pb_buf *packed, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		gs_pb_buf_free(&packed[i]);
+	free(packed);
+}
+
+/* --- Submit ------------------------------------------------------------- */
+
+static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
+{
+	gs_service *s = ud;
+	if (atomic_load(&s->stopping)) {
+		gs_rpc_call_finish(call, GS_RPC_UNAVAILABLE, "server shutting down");
+		return;
+	}
+	Gsched__V1__SubmitRequest *req = gsched__v1__submit_request__unpack(NULL, len, bytes);
+	if (!req) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed SubmitRequest");
+		return;
+	}
+	size_t n = req->n_tasks;
+	char err[256] = "";
+	if (n == 0 || n > s->o.max_batch) {
+		snprintf(err, sizeof(err), "a Submit carries 1..%u tasks, not %zu", s->o.max_batch,
+		         n);
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, err);
+		gsched__v1__submit_request__free_unpacked(req, NULL);
+		return;
+	}
+	gs_task_spec *specs = calloc(n, sizeof(*specs));
+	gs_pb_buf *packed = calloc(n, sizeof(*packed));
+	uint64_t *ids = calloc(n, sizeof(*ids));
+	size_t bad = 0;
+	int rc = specs && packed && ids ? GS_OK : GS_ENOMEM;
+	uint64_t now = gs_now_us();
+	if (rc == GS_OK)
+		rc = prepare(s, req->tasks, n, specs, packed, now, err, sizeof(err), &bad);
+	if (rc != GS_OK && err[0]) {
+		char full[300];
+		snprintf(full, sizeof(full), "task %zu: %s", bad, err);
+		finish_err(call, rc, full);
+	} else if (rc != GS_OK) {
+		finish_err(call, rc, NULL);
+	} else {
+		rc = gs_engine_submit(s->eng, specs, n, now, ids);
+		if (rc != GS_OK) {
+			finish_err(call, rc,
+			           rc == GS_EFULL
+			               ? "task table or payload arena full: nothing queued"
+			               : NULL);
+		} else {
+			gs_service_wake(s);
+			gs_pb_buf b;
+			gs_pb_buf_init(&b);
+			size_t m = gs_pb_begin(&b, 1); /* packed repeated fixed64 */
+			for (size_t i = 0; i < n; i++) {
+				uint8_t le[8];
+				for (int k = 0; k < 8; k++)
+					le[k] = (uint8_t)(ids[i] >> (8 * k));
+				gs_pb_put_raw(&b, le, 8);
+			}
+			gs_pb_end(&b, m);
+			if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
+				gs_rpc_call_finish(call, GS_RPC_INTERNAL, "reply failed");
+			else
+				gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+			gs_pb_buf_free(&b);
+		}
+	}
+	free(specs);
+	free(ids);
+	if (packed)
+		free_packed(packed, n);
+	gsched__v1__submit_request__free_unpacked(req, NULL);
+}
+
+/* --- SubmitStream --------------------------------------------------------- */
+
+static int stream_open(struct gs_rpc_call *call, void *method_ud, void **call_ud)
+{
+	gs_service *s = method_ud;
+	if (atomic_load(&s->stopping))
+		return GS_EUNAVAIL;
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (!w)
+		return GS_ENOMEM;
+	w->kind = W_STREAM;
+	w->svc = s;
+	w->call = call;
+	w->refs = 1;
+	*call_ud = w;
+	return GS_OK;
+}
+
+static void put_ack(gs_pb_buf *b, uint64_t seq, uint64_t id, int rc, const char *msg)
+{
+	size_t m = gs_pb_begin(b, 1);
+	gs_pb_put_varint(b, 1, seq);
+	if (rc == GS_OK) {
+		/* A oneof member is written even when zero; IDs never are. */
+		gs_pb_put_fixed64(b, 2, id);
+	} else {
+		size_t e = gs_pb_begin(b, 3);
+		gs_pb_put_varint(b, 1, (uint64_t)gs_rpc_code_from_status(rc));
+		gs_pb_put_bytes(b, 2, msg, strlen(msg));
+		gs_pb_end(b, e);
+	}
+	gs_pb_end(b, m);
+}
+
+static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
+{
+	struct waiter *w = ud;
+	gs_service *s = w->svc;
+	Gsched__V1__SubmitStreamIn *in = gsched__v1__submit_stream_in__unpack(NULL, len, bytes);
+	if (!in) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed SubmitStreamIn");
+		return;
+	}
+	gs_pb_buf acks;
+	gs_pb_buf_init(&acks);
+	uint64_t now = gs_now_us();
+	for (size_t i = 0; i < in->n_submits; i++) {
+		const Gsched__V1__SubmitItem *it = in->submits[i];
+		char err[256] = "";
+		gs_task_spec spec;
+		gs_pb_buf packed;
+		gs_pb_buf_init(&packed);
+		size_t bad;
+		uint64_t id = 0;
+		int rc;
+		if (atomic_load(&s->stopping)) {
+			rc = GS_EUNAVAIL;
+			snprintf(err, sizeof(err), "server shutting down");
+		} else if (!it->task) {
+			rc = GS_EINVAL;
+			snprintf(err, sizeof(err), "item has no task");
+		} else {
+			rc = prepare(s, &it->task, 1, &spec, &packed, now, err, sizeof(err), &bad);
+		}
+		if (rc == GS_OK) {
+			/* Subscribe before the task can finish: under the PLM lock. */
+			pthread_mutex_lock(&s->mu);
+			rc = gs_engine_submit(s->eng, &spec, 1, now, &id);
+			if (rc == GS_OK) {
+				if (gs_plm_subscribe(s, id, w) == GS_OK)
+					w->pending++;
+			} else {
+				snprintf(err, sizeof(err), "%s",
+				         rc == GS_EFULL ? "task table or payload arena full"
+				                        : gs_strerror(rc));
+			}
+			pthread_mutex_unlock(&s->mu);
+		}
+		gs_pb_buf_free(&packed);
+		put_ack(&acks, it->client_seq, id, rc, err);
+	}
+	gs_service_wake(s);
+	if (!acks.oom && acks.len && gs_rpc_call_send(call, acks.data, acks.len) != GS_OK)
+		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "client too slow");
+	gs_pb_buf_free(&acks);
+	gsched__v1__submit_stream_in__free_unpacked(in, NULL);
+}
+
+static void stream_half_close(struct gs_rpc_call *call, void *ud)
+{
+	struct waiter *w = ud;
+	gs_service *s = w->svc;
+	pthread_mutex_lock(&s->mu);
+	w->half_closed = true;
+	if (w->pending == 0 && !w->closed) {
+		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+		w->closed = true;
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Shared by every waiter-backed call: the call is over. */
+static void waiter_close(struct gs_rpc_call *call, void *ud, int cancelled)
+{
+	(void)call;
+	(void)cancelled;
+	struct waiter *w = ud;
+	gs_service *s = w->svc;
+	pthread_mutex_lock(&s->mu);
+	w->closed = true;
+	if (w->kind == W_WAIT) {
+		if (w->prev_wait) {
+			w->prev_wait->next_wait = w->next_wait;
+			w->next_wait->prev_wait = w->prev_wait;
+			w->prev_wait = w->next_wait = NULL;
+		}
+	}
+	/* Results still pending stay in the engine, fetchable by Wait. */
+	if (w->refs > 1)
+		gs_plm_unsubscribe_all(s, w);
+	gs_plm_waiter_unref(s, w); /* the call's reference */
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* --- Wait -------------------------------------------------------------- */
+
+static int waiter_open(struct gs_rpc_call *call, void *method_ud, void **call_ud)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (!w)
+		return GS_ENOMEM;
+	w->svc = method_ud;
+	w->call = call;
+	w->refs = 1;
+	*call_ud = w;
+	return GS_OK;
+}
+
+static bool is_final(uint32_t st)
+{
+	return st == GS_TASK_DONE || st == GS_TASK_FAILED || st == GS_TASK_CANCELLED;
+}
+
+static void wait_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
+{
+	struct waiter *w = ud;
+	gs_service *s = w->svc;
+	Gsched__V1__WaitRequest *req = gsched__v1__wait_request__unpack(NULL, len, bytes);
+	if (!req) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed WaitRequest");
+		return;
+	}
+	if (req->n_ids == 0 || req->n_ids > s->o.max_batch) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "Wait needs 1..max_batch ids");
+		gsched__v1__wait_request__free_unpacked(req, NULL);
+		return;
+	}
+	w->kind = W_WAIT;
+	w->any = req->mode == GSCHED__V1__WAIT_MODE__WAIT_MODE_ANY;
+	w->include_output = true;
+	w->ids = malloc(req->n_ids * sizeof(*w->ids));
+	if (!w->ids) {
+		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+		gsched__v1__wait_request__free_unpacked(req, NULL);
+		return;
+	}
+	memcpy(w->ids, req->ids, req->n_ids * sizeof(*w->ids));
+	w->n_ids = req->n_ids;
+	uint64_t now = gs_now_us();
+	int64_t left = gs_rpc_call_deadline_left_ms(call);
+	uint64_t tmo = req->timeout_ms;
+	if (left >= 0 && (uint64_t)left < tmo)
+		tmo = (uint64_t)left;
+	w->deadline_us = now + tmo * 1000;
+
+	/* Check and subscribe under the PLM lock: a result recorded after the
+	 * check is delivered through the subscription. */
+	pthread_mutex_lock(&s->mu);
+	size_t finals = 0, unknown = 0;
+	for (size_t i = 0; i < w->n_ids; i++) {
+		gs_task_info info;
+		if (gs_engine_task_info(s->eng, w->ids[i], &info) != GS_OK) {
+			unknown++;
+			continue;
+		}
+		if (is_final(info.state)) {
+			finals++;
+			continue;
+		}
+		if (gs_plm_subscribe(s, w->ids[i], w) == GS_OK)
+			w->remaining++;
+	}
+	bool met = w->any ? finals > 0 : w->remaining == 0;
+	if (met || req->timeout_ms == 0 || w->remaining == 0) {
+		gs_plm_wait_reply(s, w, met && (w->any || unknown == 0));
+	} else {
+		w->next_wait = s->waits.next_wait;
+		w->prev_wait = &s->waits;
+		s->waits.next_wait->prev_wait = w;
+		s->waits.next_wait = w;
+	}
+	pthread_mutex_unlock(&s->mu);
+	gsched__v1__wait_request__free_unpacked(req, NULL);
+}
+
+/* --- Get ------------------------------------------------------------- */
+
+static void get_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
+{
+	gs_service *s = ud;
+	Gsched__V1__GetRequest *req = gsched__v1__get_request__unpack(NULL, len, bytes);
+	if (!req) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed GetRequest");
+		return;
+	}
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < req->n_ids; i++) {
+		gs_task_info info;
+		const uint8_t *res;
+		uint32_t res_len;
+		size_t m = gs_pb_begin(&b, 1);
+		gs_pb_put_fixed64(&b, 1, req->ids[i]);
+		if (gs_service_read(s, req->ids[i], &info, &res, &res_len) != GS_OK) {
+			gs_pb_put_varint(&b, 2, GSCHED__V1__TASK_STATE__TASK_STATE_UNKNOWN);
+			gs_pb_end(&b, m);
+			continue;
+		}
+		gs_pb_put_varint(&b, 2, (uint64_t)gs_codec_state(info.state));
+		const char *qn = gs_engine_queue_name(s->eng, info.queue);
+		if (qn)
+			gs_pb_put_bytes(&b, 3, qn, strlen(qn));
+		gs_pb_put_varint(&b, 4, info.priority);
+		gs_pb_put_fixed64(&b, 5, info.worker);
+		gs_pb_put_varint(&b, 6, info.attempt);
+		gs_pb_put_varint(&b, 7, info.submitted_us);
+		gs_pb_put_varint(&b, 8, info.assigned_us);
+		gs_pb_put_varint(&b, 9, info.started_us);
+		gs_pb_put_varint(&b, 10, info.finished_us);
+		if (is_final(info.state))
+			gs_codec_put_result(&b, 12, &info, res, res_len, req->include_output);
+		gs_pb_end(&b, m);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
+		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
+	else
+		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+	gs_pb_buf_free(&b);
+	gsched__v1__get_request__free_unpacked(req, NULL);
+}
+
+/* --- Cancel ---------------------------------------------------------- */
+
+static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
+{
+	gs_service *s = ud;
+	Gsched__V1__CancelRequest *req = gsched__v1__cancel_request__unpack(NULL, len, bytes);
+	if (!req) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed CancelRequest");
+		return;
+	}
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	uint64_t now = gs_now_us();
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < req->n_ids; i++) {
+		uint64_t id = req->ids[i], worker = 0;
+		uint32_t attempt = 0;
+		Gsched__V1__CancelResult out;
+		int rc = gs_engine_cancel(s->eng, id, now, &worker, &attempt);
+		gs_task_info info;
+		int irc = gs_engine_task_info(s->eng, id, &info);
+		if (rc == GS_OK) {
+			out = worker ? GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_REQUESTED
+			             : GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_CANCELLED;
+			if (worker)
+				gs_worker_send_cancel(s, worker, id, attempt);
+		} else if (rc == GS_ESTATE || rc == GS_EBUSY) {
+			out = GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_ALREADY_FINISHED;
+		} else {
+			out = GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_NOT_FOUND;
+		}
+		size_t m = gs_pb_begin(&b, 1);
+		gs_pb_put_fixed64(&b, 1, id);
+		gs_pb_put_varint(&b, 2, (uint64_t)out);
+		gs_pb_put_varint(&b, 3,
+		                 (uint64_t)(irc == GS_OK
+		                                ? gs_codec_state(info.state)
+		                                : GSCHED__V1__TASK_STATE__TASK_STATE_UNKNOWN));
+		gs_pb_end(&b, m);
+		if (rc == GS_OK)
+			gs_plm_finished(s, id, now);
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
+		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
+	else
+		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+	gs_pb_buf_free(&b);
+	gsched__v1__cancel_request__free_unpacked(req, NULL);
+	gs_service_wake(s);
+}
+
+/* --- Watch ----------------------------------------------------------- */
+
+static void watch_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
+{
+	struct waiter *w = ud;
+	gs_service *s = w->svc;
+	Gsched__V1__WatchRequest *req = gsched__v1__watch_request__unpack(NULL, len, bytes);
+	if (!req) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed WatchRequest");
+		return;
+	}
+	if (req->n_ids == 0) {
+		gs_rpc_call_finish(call, GS_RPC_UNIMPLEMENTED,
+		                   "watching a whole queue is not supported yet: list task ids");
+		gsched__v1__watch_request__free_unpacked(req, NULL);
+		return;
+	}
+	w->kind = W_WATCH;
+	w->include_output = req->include_output;
+	w->half_closed = true; /* the stream ends when every watched task is final */
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < req->n_ids; i++) {
+		gs_task_info info;
+		const uint8_t *res;
+		uint32_t res_len;
+		size_t m = gs_pb_begin(&b, 1);
+		gs_pb_put_fixed64(&b, 1, req->ids[i]);
+		if (gs_service_read(s, req->ids[i], &info, &res, &res_len) != GS_OK) {
+			gs_pb_put_varint(&b, 2, GSCHED__V1__TASK_STATE__TASK_STATE_UNKNOWN);
+		} else {
+			gs_pb_put_varint(&b, 2, (uint64_t)gs_codec_state(info.state));
+			gs_pb_put_varint(&b, 3, info.attempt);
+			gs_pb_put_fixed64(&b, 4, info.worker);
+			gs_pb_put_varint(&b, 5, gs_now_us());
+			if (is_final(info.state))
+				gs_codec_put_result(&b, 6, &info, res, res_len,
+				                    req->include_output);
+			else if (gs_plm_subscribe(s, req->ids[i], w) == GS_OK)
+				w->pending++;
+		}
+		gs_pb_end(&b, m);
+	}
+	if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK) {
+		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
+		w->closed = true;
+	} else if (w->pending == 0) {
+		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+		w->closed = true;
+	}
+	pthread_mutex_unlock(&s->mu);
+	gs_pb_buf_free(&b);
+	gsched__v1__watch_request__free_unpacked(req, NULL);
+}
+
+int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv)
+{
+	static const struct gs_rpc_method_ops submit = {.on_message = submit_msg};
+	static const struct gs_rpc_method_ops stream = {
+	    .on_open = stream_open,
+	    .on_message = stream_msg,
+	    .on_half_close = stream_half_close,
+	    .on_close = waiter_close,
+	};
+	static const struct gs_rpc_method_ops wait = {
+	    .on_open = waiter_open, .on_message = wait_msg, .on_close = waiter_close};
+	static const struct gs_rpc_method_ops get = {.on_message = get_msg};
+	static const struct gs_rpc_method_ops cancel = {.on_message = cancel_msg};
+	static const struct gs_rpc_method_ops watch = {
+	    .on_open = waiter_open, .on_message = watch_msg, .on_close = waiter_close};
+	int rc = gs_rpc_server_add_method(srv, SVC "Submit", GS_RPC_UNARY, &submit, s);
+	if (rc == GS_OK)
+		rc = gs_rpc_server_add_method(srv, SVC "SubmitStream", GS_RPC_BIDI, &stream, s);
+	if (rc == GS_OK)
+		rc = gs_rpc_server_add_method(srv, SVC "Wait", GS_RPC_UNARY, &wait, s);
+	if (rc == GS_OK)
+		rc = gs_rpc_server_add_method(srv, SVC "Get", GS_RPC_UNARY, &get, s);
+	if (rc == GS_OK)
+		rc = gs_rpc_server_add_method(srv, SVC "Cancel", GS_RPC_UNARY, &cancel, s);
+	if (rc == GS_OK)
+		rc = gs_rpc_server_add_method(srv, SVC "Watch", GS_RPC_SERVER_STREAM, &watch, s);
+	return rc;
+}

@@ -1,0 +1,294 @@
+/*
+ * worker_service.c - WorkerService.Connect: the Register's front-end.
+ *
+ * One bidi stream per worker.  The first message must carry a Register; the
+ * server answers Registered, then sends assignments (from the scheduler
+ * thread) and cancels.  Results, starts and heartbeats go to the engine.  A
+ * result for an attempt that is not the worker's current one (a task
+ * requeued after it was declared dead, a task never given to it) is ignored
+ * and counted: the engine refuses it without changing anything.  The stream
+ * ending, or silence past the worker timeout, makes the worker dead: its
+ * tasks are requeued or failed ("worker lost").
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gs_error.h"
+#include "service_impl.h"
+
+#define CONNECT_PATH "/gsched.v1.WorkerService/Connect"
+
+struct lost_ctx {
+	uint64_t failed[256];
+	size_t n;
+	gs_service *s;
+	uint64_t now_us;
+};
+
+static void flush_failed(struct lost_ctx *c)
+{
+	if (!c->n)
+		return;
+	pthread_mutex_lock(&c->s->mu);
+	for (size_t i = 0; i < c->n; i++)
+		gs_plm_finished(c->s, c->failed[i], c->now_us);
+	pthread_mutex_unlock(&c->s->mu);
+	c->n = 0;
+}
+
+static void on_task_moved(uint64_t task, uint32_t state, void *arg)
+{
+	struct lost_ctx *c = arg;
+	if (state != GS_TASK_FAILED)
+		return;
+	if (c->n == sizeof(c->failed) / sizeof(c->failed[0]))
+		flush_failed(c);
+	c->failed[c->n++] = task;
+}
+
+void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
+{
+	struct lost_ctx c = {.n = 0, .s = s, .now_us = now_us};
+	int rc = gs_engine_worker_dead(s->eng, wid, now_us, on_task_moved, &c);
+	flush_failed(&c);
+	if (rc == GS_OK)
+		atomic_fetch_add_explicit(&s->workers_lost, 1, memory_order_relaxed);
+	/* Tear its stream down; its record goes after a grace period. */
+	gs_worker_table_read_lock();
+	gs_worker_rec *rec = gs_worker_table_find(s->workers, wid);
+	if (rec) {
+		struct worker_conn *conn = rec->ctx;
+		atomic_store(&conn->lost, true);
+		gs_rpc_call_cancel(conn->call);
+	}
+	gs_worker_table_read_unlock();
+	gs_worker_table_remove(s->workers, wid);
+	gs_service_wake(s);
+}
+
+static int send_to_worker(gs_service *s, uint64_t wid, const gs_pb_buf *b)
+{
+	int rc = GS_ENOTFOUND;
+	gs_worker_table_read_lock();
+	gs_worker_rec *rec = gs_worker_table_find(s->workers, wid);
+	if (rec)
+		rc = gs_rpc_call_send(((struct worker_conn *)rec->ctx)->call, b->data, b->len);
+	gs_worker_table_read_unlock();
+	return rc;
+}
+
+int gs_worker_send_assignment(gs_service *s, const gs_assignment *a, gs_pb_buf *b)
+{
+	gs_task_info info;
+	const uint8_t *spec;
+	uint32_t spec_len;
+	gs_pb_buf_reset(b);
+	if (gs_engine_task_payload(s->eng, a->task, &spec, &spec_len) != GS_OK)
+		return GS_ENOTFOUND;
+	size_t m = gs_pb_begin(b, 2); /* WorkerDown.assignments */
+	gs_pb_put_fixed64(b, 1, a->task);
+	gs_pb_put_varint(b, 2, a->attempt);
+	gs_pb_put_bytes(b, 3, spec, spec_len);
+	/* The copy is valid only if the task is still this attempt's (a cancel
+	 * and release may have recycled the slot meanwhile). */
+	if (gs_engine_task_info(s->eng, a->task, &info) != GS_OK || info.attempt != a->attempt ||
+	    (info.state != GS_TASK_ASSIGNED && info.state != GS_TASK_RUNNING))
+		return GS_ESTALE;
+	gs_pb_put_varint(b, 4, info.submitted_us);
+	gs_pb_put_varint(b, 5, info.assigned_us);
+	gs_pb_end(b, m);
+	if (b->oom)
+		return GS_ENOMEM;
+	int rc = send_to_worker(s, a->worker, b);
+	if (rc != GS_OK) {
+		/* No stream, or a worker that stopped reading: it is lost, and so
+		 * its tasks go back to the queue. */
+		gs_worker_lost(s, a->worker, gs_now_us());
+	}
+	return rc;
+}
+
+void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt)
+{
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	size_t m = gs_pb_begin(&b, 3); /* WorkerDown.cancels */
+	gs_pb_put_fixed64(&b, 1, task);
+	gs_pb_put_varint(&b, 2, attempt);
+	gs_pb_end(&b, m);
+	if (!b.oom)
+		send_to_worker(s, wid, &b);
+	gs_pb_buf_free(&b);
+}
+
+static int on_open(struct gs_rpc_call *call, void *method_ud, void **call_ud)
+{
+	gs_service *s = method_ud;
+	if (atomic_load(&s->stopping))
+		return GS_EUNAVAIL;
+	struct worker_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return GS_ENOMEM;
+	c->svc = s;
+	c->call = call;
+	atomic_init(&c->refs, 1);
+	snprintf(c->peer, sizeof(c->peer), "%s", gs_rpc_call_peer(call));
+	*call_ud = c;
+	return GS_OK;
+}
+
+static void do_register(struct worker_conn *c, const Gsched__V1__Register *r)
+{
+	gs_service *s = c->svc;
+	uint64_t mask = 0;
+	if (r->slots == 0 || r->slots > GS_WORKER_MAX_SLOTS) {
+		gs_rpc_call_finish(c->call, GS_RPC_INVALID_ARGUMENT, "slots must be 1..65535");
+		return;
+	}
+	for (size_t i = 0; i < r->n_queues || i == 0; i++) {
+		const char *qn = (r->n_queues && r->queues[i][0]) ? r->queues[i] : "default";
+		uint32_t q;
+		if (gs_engine_queue(s->eng, qn, true, &q) != GS_OK) {
+			gs_rpc_call_finish(c->call, GS_RPC_INVALID_ARGUMENT, "bad queue name");
+			return;
+		}
+		mask |= 1ull << q;
+		if (r->n_queues == 0)
+			break;
+	}
+	uint64_t now = gs_now_us();
+	int rc = gs_engine_worker_register(s->eng, r->slots, mask, now, &c->wid);
+	if (rc != GS_OK) {
+		gs_rpc_call_finish(c->call, gs_rpc_code_from_status(rc),
+		                   rc == GS_EFULL ? "worker table full" : gs_strerror(rc));
+		return;
+	}
+	snprintf(c->name, sizeof(c->name), "%s", r->name);
+	c->slots = r->slots;
+	c->registered_us = now;
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < r->n_handlers; i++)
+		gs_plm_add_handler(s, r->handlers[i]);
+	pthread_mutex_unlock(&s->mu);
+	/* The table holds a reference to c until the record is freed. */
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	if (gs_worker_table_add(s->workers, c->wid, c->name, c) != GS_OK) {
+		atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
+		gs_engine_worker_dead(s->eng, c->wid, now, NULL, NULL);
+		c->wid = 0;
+		gs_rpc_call_finish(c->call, GS_RPC_INTERNAL, "worker table insert failed");
+		return;
+	}
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	size_t m = gs_pb_begin(&b, 1); /* WorkerDown.registered */
+	gs_pb_put_fixed64(&b, 1, c->wid);
+	gs_pb_put_varint(&b, 2, s->o.heartbeat_ms);
+	gs_pb_put_varint(&b, 3, s->o.worker_timeout_ms);
+	gs_pb_end(&b, m);
+	gs_rpc_call_send(c->call, b.data, b.len);
+	gs_pb_buf_free(&b);
+	gs_service_wake(s);
+}
+
+static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
+{
+	struct worker_conn *c = ud;
+	gs_service *s = c->svc;
+	if (atomic_load(&c->lost))
+		return;
+	Gsched__V1__WorkerUp *up = gsched__v1__worker_up__unpack(NULL, len, bytes);
+	if (!up) {
+		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed WorkerUp message");
+		return;
+	}
+	if (c->wid == 0) {
+		if (up->n_register_ != 1) {
+			gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT,
+			                   "the first message must carry one Register");
+		} else {
+			do_register(c, up->register_[0]);
+		}
+		if (c->wid == 0) {
+			gsched__v1__worker_up__free_unpacked(up, NULL);
+			return;
+		}
+	}
+	uint64_t now = gs_now_us();
+	gs_engine_worker_heartbeat(s->eng, c->wid, now);
+	for (size_t i = 0; i < up->n_started; i++)
+		gs_engine_start(s->eng, up->started[i]->id, c->wid, up->started[i]->attempt,
+		                up->started[i]->started_us ? up->started[i]->started_us : now);
+	if (up->n_results) {
+		uint64_t *done = malloc(up->n_results * sizeof(*done));
+		size_t n_done = 0;
+		gs_pb_buf frag;
+		gs_pb_buf_init(&frag);
+		for (size_t i = 0; i < up->n_results; i++) {
+			const Gsched__V1__WorkResult *r = up->results[i];
+			gs_pb_buf_reset(&frag);
+			gs_codec_result_fragment(&frag, r);
+			gs_outcome o = {
+			    .failed = r->state != GSCHED__V1__TASK_STATE__TASK_STATE_DONE,
+			    .status = r->exit_code,
+			    .reason = GS_REASON_EXIT,
+			    .result = frag.data,
+			    .result_len = frag.oom ? 0 : (uint32_t)frag.len,
+			    .started_us = r->started_us,
+			    .finished_us = r->finished_us,
+			};
+			int rc = gs_engine_finish(s->eng, r->id, c->wid, r->attempt, &o, now);
+			if (rc == GS_ETOOBIG) {
+				o.result = NULL;
+				o.result_len = 0;
+				o.failed = true;
+				rc = gs_engine_finish(s->eng, r->id, c->wid, r->attempt, &o, now);
+			}
+			if (rc == GS_OK && done)
+				done[n_done++] = r->id;
+			else if (rc != GS_OK)
+				atomic_fetch_add_explicit(&s->stale_results, 1,
+				                          memory_order_relaxed);
+		}
+		gs_pb_buf_free(&frag);
+		atomic_fetch_add_explicit(&s->results, n_done, memory_order_relaxed);
+		if (n_done) {
+			pthread_mutex_lock(&s->mu);
+			for (size_t i = 0; i < n_done; i++)
+				gs_plm_finished(s, done[i], now);
+			pthread_mutex_unlock(&s->mu);
+			gs_service_wake(s);
+		}
+		free(done);
+	}
+	gsched__v1__worker_up__free_unpacked(up, NULL);
+}
+
+static void on_half_close(struct gs_rpc_call *call, void *ud)
+{
+	(void)ud;
+	gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+}
+
+static void on_close(struct gs_rpc_call *call, void *ud, int cancelled)
+{
+	(void)cancelled;
+	struct worker_conn *c = ud;
+	(void)call;
+	/* The stream is over: the worker is gone. */
+	if (c->wid)
+		gs_worker_lost(c->svc, c->wid, gs_now_us());
+	gs_worker_conn_unref(c);
+}
+
+int gs_worker_service_register(gs_service *s, struct gs_rpc_server *srv)
+{
+	static const struct gs_rpc_method_ops ops = {
+	    .on_open = on_open,
+	    .on_message = on_message,
+	    .on_half_close = on_half_close,
+	    .on_close = on_close,
+	};
+	return gs_rpc_server_add_method(srv, CONNECT_PATH, GS_RPC_BIDI, &ops, s);
+}
