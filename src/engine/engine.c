@@ -10,7 +10,6 @@
 #include "task_heap.h"
 #include "worker_heap.h"
 
-
 #define RESULT_DROPPED 0x1u
 
 /* --- lifecycle ------------------------------------------------------- */
@@ -154,12 +153,20 @@ static int slot_free(gs_engine *e, uint32_t ix, uint64_t w)
 }
 
 static int queue_task(gs_engine *e, struct gs_task_slot *s, uint64_t *w, uint64_t desired,
-		      uint64_t id)
+                      uint64_t id)
 {
-	if (!gs_task_table_cas(s, w, desired))
+	/* Read before the CAS: once pushed, the task may be popped, finished,
+	 * released and its slot reused (rewritten) by another submit.  If the
+	 * slot changed before the CAS, the CAS fails and the values are unused. */
+	uint32_t q = s->queue, prio = s->priority;
+	/* Counted before a pop or cancel can see it, so `queued` never dips
+	 * below zero; taken back if the CAS fails. */
+	COUNT(e, q, queued, 1);
+	if (!gs_task_table_cas(s, w, desired)) {
+		COUNT(e, q, queued, -1);
 		return GS_ESTATE;
-	gs_task_heap_push(&e->th, s->queue, s->priority, id);
-	COUNT(e, s->queue, queued, 1);
+	}
+	gs_task_heap_push(&e->th, q, prio, id);
 	return GS_OK;
 }
 
@@ -188,7 +195,7 @@ static void submit_undo(gs_engine *e, const uint64_t *ids, size_t n)
 }
 
 int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t now_us,
-		     uint64_t *ids)
+                     uint64_t *ids)
 {
 	if (!e || !specs || !ids || n == 0)
 		return GS_EINVAL;
@@ -245,20 +252,22 @@ int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t
 		uint64_t w = gs_word_make(gen, 0, 0, false, GS_TASK_RESERVED);
 		COUNT(e, s->queue, submitted, 1);
 		if (s->not_before_us) {
-			gs_task_table_cas(s, &w, gs_word_make(gen, 0, 1, false, GS_TASK_DELAYED));
+			/* linked: the inbox refers to the slot until delayed_take
+			 * unlinks it, so a cancel + release cannot free (and
+			 * reuse) it while it is still on the inbox's chain. */
+			gs_task_table_cas(s, &w, gs_word_make(gen, 0, 1, true, GS_TASK_DELAYED));
 			COUNT(e, s->queue, delayed, 1);
 			/* Inbox push (consumers only swap the whole list out, so a
 			 * plain CAS push has no ABA).  release: the slot's fields. */
-			uint32_t head = atomic_load_explicit(&e->tt.hdr->delayed,
-							     memory_order_relaxed);
+			uint32_t head =
+			    atomic_load_explicit(&e->tt.hdr->delayed, memory_order_relaxed);
 			do {
 				atomic_store_explicit(&s->link, head, memory_order_relaxed);
 			} while (!atomic_compare_exchange_weak_explicit(
-				&e->tt.hdr->delayed, &head, ix + 1, memory_order_release,
-				memory_order_relaxed));
+			    &e->tt.hdr->delayed, &head, ix + 1, memory_order_release,
+			    memory_order_relaxed));
 		} else {
-			queue_task(e, s, &w, gs_word_make(gen, 0, 1, true, GS_TASK_QUEUED),
-				   ids[i]);
+			queue_task(e, s, &w, gs_word_make(gen, 0, 1, true, GS_TASK_QUEUED), ids[i]);
 		}
 	}
 	return GS_OK;
@@ -283,19 +292,22 @@ static int claim(gs_engine *e, uint64_t id, uint32_t wslot, uint64_t now_us, gs_
 			return GS_ESTATE; /* not ours: cannot happen while one node per slot */
 		uint32_t st = gs_word_state(w);
 		if (st == GS_TASK_QUEUED) {
+			/* Fields read before the CAS (see queue_task): once ASSIGNED
+			 * the task may be cancelled, released and the slot reused. */
+			uint32_t q = s->queue, prio = s->priority, timeout = s->timeout_ms;
 			uint64_t want = gs_word_make(gs_word_gen(w), wslot + 1, gs_word_attempt(w),
-						     false, GS_TASK_ASSIGNED);
+			                             false, GS_TASK_ASSIGNED);
 			if (!gs_task_table_cas(s, &w, want))
 				continue;
 			atomic_store_explicit(&s->t_assign_us, now_us, memory_order_relaxed);
 			gs_worker_pool_load_add(&e->wp, wslot, 1);
-			COUNT(e, s->queue, queued, -1);
-			COUNT(e, s->queue, assigned, 1);
+			COUNT(e, q, queued, -1);
+			COUNT(e, q, assigned, 1);
 			out->task = id;
 			out->attempt = gs_word_attempt(want);
-			out->queue = s->queue;
-			out->priority = s->priority;
-			out->timeout_ms = s->timeout_ms;
+			out->queue = q;
+			out->priority = prio;
+			out->timeout_ms = timeout;
 			return GS_OK;
 		}
 		if (st == GS_TASK_RELEASED) {
@@ -311,7 +323,7 @@ static int claim(gs_engine *e, uint64_t id, uint32_t wslot, uint64_t now_us, gs_
 }
 
 static int assign_next(gs_engine *e, uint32_t queue, uint32_t wslot, uint64_t worker,
-		       uint64_t now_us, gs_assignment *out)
+                       uint64_t now_us, gs_assignment *out)
 {
 	for (;;) {
 		uint64_t id;
@@ -326,7 +338,7 @@ static int assign_next(gs_engine *e, uint32_t queue, uint32_t wslot, uint64_t wo
 }
 
 int gs_engine_pop_assign(gs_engine *e, uint32_t queue, uint64_t worker, uint64_t now_us,
-			 gs_assignment *out)
+                         gs_assignment *out)
 {
 	uint32_t wslot, wstate;
 	if (queue >= GS_MAX_QUEUES || !out)
@@ -359,7 +371,7 @@ int gs_engine_dispatch(gs_engine *e, uint32_t queue, uint64_t now_us, gs_assignm
 /* --- running and finishing -------------------------------------------- */
 
 static int lookup_assigned(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
-			   struct gs_task_slot **s, uint64_t *w)
+                           struct gs_task_slot **s, uint64_t *w)
 {
 	int rc = gs_task_table_lookup(&e->tt, task, s, w);
 	if (rc != GS_OK)
@@ -376,8 +388,7 @@ static int lookup_assigned(gs_engine *e, uint64_t task, uint64_t worker, uint32_
 	return GS_OK;
 }
 
-int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
-		    uint64_t now_us)
+int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt, uint64_t now_us)
 {
 	struct gs_task_slot *s;
 	uint64_t w;
@@ -393,7 +404,7 @@ int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attem
 }
 
 int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
-		     const gs_outcome *o, uint64_t now_us)
+                     const gs_outcome *o, uint64_t now_us)
 {
 	if (!o || (o->result_len > 0 && !o->result))
 		return GS_EINVAL;
@@ -428,24 +439,25 @@ int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t atte
 	}
 	atomic_store_explicit(&s->status, o->status, memory_order_relaxed);
 	atomic_store_explicit(&s->reason, o->reason ? o->reason : GS_REASON_EXIT,
-			      memory_order_relaxed);
+	                      memory_order_relaxed);
 	if (o->started_us)
 		atomic_store_explicit(&s->t_start_us, o->started_us, memory_order_relaxed);
 	atomic_store_explicit(&s->t_finish_us, o->finished_us ? o->finished_us : now_us,
-			      memory_order_relaxed);
+	                      memory_order_relaxed);
 	uint32_t fin = o->failed ? GS_TASK_FAILED : GS_TASK_DONE;
+	uint32_t q = s->queue; /* held: after the store below the slot may be reused */
 	/* release: the result fields above are visible with the final state. */
 	atomic_store_explicit(&s->word, gs_word_with_state(held, fin), memory_order_release);
 	gs_worker_pool_load_add(&e->wp, (uint32_t)worker, -1);
 	if (o->failed)
-		COUNT(e, s->queue, failed, 1);
+		COUNT(e, q, failed, 1);
 	else
-		COUNT(e, s->queue, done, 1);
+		COUNT(e, q, done, 1);
 	return GS_OK;
 }
 
 int gs_engine_cancel(gs_engine *e, uint64_t task, uint64_t now_us, uint64_t *worker,
-		     uint32_t *attempt)
+                     uint32_t *attempt)
 {
 	struct gs_task_slot *s;
 	uint64_t w;
@@ -465,17 +477,18 @@ int gs_engine_cancel(gs_engine *e, uint64_t task, uint64_t now_us, uint64_t *wor
 			return GS_ESTATE;
 		if (gs_word_gen(w) != gs_task_id_gen(task))
 			return GS_ENOTFOUND;
+		uint32_t q = s->queue; /* before the CAS: see queue_task */
 		if (!gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_CANCELLED)))
 			continue;
 		atomic_store_explicit(&s->reason, GS_REASON_CANCELLED, memory_order_relaxed);
 		atomic_store_explicit(&s->t_finish_us, now_us, memory_order_relaxed);
-		COUNT(e, s->queue, cancelled, 1);
+		COUNT(e, q, cancelled, 1);
 		if (st == GS_TASK_QUEUED)
-			COUNT(e, s->queue, queued, -1);
+			COUNT(e, q, queued, -1);
 		if (st == GS_TASK_ASSIGNED || st == GS_TASK_RUNNING) {
 			uint32_t wslot = gs_word_worker(w) - 1;
-			uint64_t ww = atomic_load_explicit(&e->wp.slots[wslot].word,
-							   memory_order_acquire);
+			uint64_t ww =
+			    atomic_load_explicit(&e->wp.slots[wslot].word, memory_order_acquire);
 			if (worker)
 				*worker = gs_worker_id(wslot, (uint32_t)(ww >> 32));
 			if (attempt)
@@ -538,7 +551,7 @@ int gs_engine_task_info(const gs_engine *e, uint64_t task, gs_task_info *out)
 	out->reason = atomic_load_explicit(&s->reason, memory_order_relaxed);
 	out->payload_len = s->payload_len;
 	bool final = out->state == GS_TASK_DONE || out->state == GS_TASK_FAILED ||
-		     out->state == GS_TASK_CANCELLED;
+	             out->state == GS_TASK_CANCELLED;
 	out->result_len = final ? s->result_len : 0;
 	out->result_dropped = final && (s->flags & RESULT_DROPPED);
 	out->submitted_us = s->t_submit_us;
@@ -550,7 +563,7 @@ int gs_engine_task_info(const gs_engine *e, uint64_t task, gs_task_info *out)
 }
 
 static const uint8_t *bytes_of(const gs_engine *e, const struct gs_task_slot *s, uint32_t ref,
-			       uint32_t off)
+                               uint32_t off)
 {
 	if (ref == GS_REF_INLINE)
 		return s->inline_data + off;
@@ -593,26 +606,36 @@ size_t gs_engine_delayed_take(gs_engine *e, uint64_t *ids, size_t max)
 	size_t n = 0;
 	while (n < max) {
 		/* acquire: the fields of every slot on the list we take. */
-		uint32_t head = atomic_exchange_explicit(&e->tt.hdr->delayed, 0,
-							 memory_order_acquire);
+		uint32_t head =
+		    atomic_exchange_explicit(&e->tt.hdr->delayed, 0, memory_order_acquire);
 		if (!head)
 			break;
 		while (head) {
 			struct gs_task_slot *s = &e->tt.slots[head - 1];
 			uint32_t next = atomic_load_explicit(&s->link, memory_order_relaxed);
-			uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-			if (n < max) {
-				ids[n++] = gs_task_id(head - 1, gs_word_gen(w));
-			} else {
-				/* No room: put it back for the next call. */
-				uint32_t h2 = atomic_load_explicit(&e->tt.hdr->delayed,
-								   memory_order_relaxed);
+			if (n >= max) {
+				/* No room: put it back (still linked) for the next call. */
+				uint32_t h2 =
+				    atomic_load_explicit(&e->tt.hdr->delayed, memory_order_relaxed);
 				do {
 					atomic_store_explicit(&s->link, h2, memory_order_relaxed);
 				} while (!atomic_compare_exchange_weak_explicit(
-					&e->tt.hdr->delayed, &h2, head, memory_order_release,
-					memory_order_relaxed));
+				    &e->tt.hdr->delayed, &h2, head, memory_order_release,
+				    memory_order_relaxed));
+				head = next;
+				continue;
 			}
+			/* Off the inbox: clear `linked`.  A task cancelled meanwhile is
+			 * dropped here, and one also released is freed here. */
+			uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+			while (gs_word_linked(w) &&
+			       !gs_task_table_cas(s, &w, gs_word_with_linked(w, false)))
+				;
+			uint32_t st = gs_word_state(w);
+			if (gs_word_linked(w) && st == GS_TASK_DELAYED)
+				ids[n++] = gs_task_id(head - 1, gs_word_gen(w));
+			else if (gs_word_linked(w) && st == GS_TASK_RELEASED)
+				slot_free(e, head - 1, gs_word_with_linked(w, false));
 			head = next;
 		}
 	}
@@ -629,6 +652,8 @@ int gs_engine_delayed_release(gs_engine *e, uint64_t task, uint64_t now_us)
 		return rc;
 	if (gs_word_state(w) != GS_TASK_DELAYED)
 		return GS_ESTATE;
+	if (gs_word_linked(w))
+		return GS_EBUSY; /* still on the inbox: gs_engine_delayed_take() it first */
 	uint64_t want = gs_word_make(gs_word_gen(w), 0, gs_word_attempt(w), true, GS_TASK_QUEUED);
 	/* `delayed` is a total like every counter but `queued` (task_heap.h):
 	 * releasing a task does not take it back. */
@@ -637,8 +662,8 @@ int gs_engine_delayed_release(gs_engine *e, uint64_t task, uint64_t now_us)
 
 /* --- workers ----------------------------------------------------------- */
 
-int gs_engine_worker_register(gs_engine *e, uint32_t slots, uint64_t queue_mask,
-			      uint64_t now_us, uint64_t *worker)
+int gs_engine_worker_register(gs_engine *e, uint32_t slots, uint64_t queue_mask, uint64_t now_us,
+                              uint64_t *worker)
 {
 	if (!worker)
 		return GS_EINVAL;
@@ -667,7 +692,7 @@ int gs_engine_worker_drain(gs_engine *e, uint64_t worker)
 
 /* Requeues or fails one task of a lost worker; the word must name it. */
 static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn fn, void *arg,
-			 uint64_t now_us)
+                         uint64_t now_us)
 {
 	struct gs_task_slot *s = &e->tt.slots[ix];
 	uint64_t id = gs_task_id(ix, gs_word_gen(w));
@@ -676,12 +701,13 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 		if (st != GS_TASK_ASSIGNED && st != GS_TASK_RUNNING)
 			return; /* finished or cancelled meanwhile */
 		uint32_t attempt = gs_word_attempt(w);
+		uint32_t q = s->queue; /* before the CAS: see queue_task */
 		if (attempt < 1u + s->max_retries && attempt < GS_MAX_ATTEMPT) {
-			uint64_t want = gs_word_make(gs_word_gen(w), 0, attempt + 1, true,
-						     GS_TASK_QUEUED);
+			uint64_t want =
+			    gs_word_make(gs_word_gen(w), 0, attempt + 1, true, GS_TASK_QUEUED);
 			if (queue_task(e, s, &w, want, id) != GS_OK)
 				continue;
-			COUNT(e, s->queue, requeued, 1);
+			COUNT(e, q, requeued, 1);
 			if (fn)
 				fn(id, GS_TASK_QUEUED, arg);
 			return;
@@ -694,8 +720,8 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 		atomic_store_explicit(&s->t_finish_us, now_us, memory_order_relaxed);
 		/* release: reason and time are visible with FAILED. */
 		atomic_store_explicit(&s->word, gs_word_with_state(want, GS_TASK_FAILED),
-				      memory_order_release);
-		COUNT(e, s->queue, failed, 1);
+		                      memory_order_release);
+		COUNT(e, q, failed, 1);
 		if (fn)
 			fn(id, GS_TASK_FAILED, arg);
 		return;
@@ -703,7 +729,7 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 }
 
 int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
-			  void *arg)
+                          void *arg)
 {
 	uint32_t wslot, st;
 	int rc = gs_worker_pool_lookup(&e->wp, worker, &wslot, &st);
@@ -725,7 +751,7 @@ int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_tas
 }
 
 size_t gs_engine_worker_expired(const gs_engine *e, uint64_t now_us, uint64_t timeout_us,
-				uint64_t *workers, size_t max)
+                                uint64_t *workers, size_t max)
 {
 	size_t n = 0;
 	for (uint32_t i = 0; i < e->geom.max_workers && n < max; i++) {
@@ -742,7 +768,7 @@ size_t gs_engine_worker_expired(const gs_engine *e, uint64_t now_us, uint64_t ti
 }
 
 int gs_engine_worker_tasks(const gs_engine *e, uint64_t worker, uint64_t *ids, size_t max,
-			   size_t *n)
+                           size_t *n)
 {
 	uint32_t wslot, st;
 	int rc = gs_worker_pool_lookup(&e->wp, worker, &wslot, &st);

@@ -202,7 +202,10 @@ int gs_engine_task_result(const gs_engine *e, uint64_t task, const uint8_t **p, 
 /* Takes up to max newly DELAYED task IDs for the scheduler's timer. */
 size_t gs_engine_delayed_take(gs_engine *e, uint64_t *ids, size_t max);
 
-/* Moves a DELAYED task to QUEUED.  GS_ENOTFOUND / GS_ESTATE if cancelled. */
+/*
+ * Moves a DELAYED task, taken with gs_engine_delayed_take(), to QUEUED.
+ * GS_ENOTFOUND / GS_ESTATE if cancelled; GS_EBUSY if not taken yet.
+ */
 int gs_engine_delayed_release(gs_engine *e, uint64_t task, uint64_t now_us);
 
 /* --- workers -------------------------------------------------------- */

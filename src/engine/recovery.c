@@ -14,7 +14,6 @@
 #include "task_heap.h"
 #include "worker_heap.h"
 
-
 struct reach {
 	gs_engine *e;
 	uint8_t *seen; /* per slot: nodes naming it with its current generation */
@@ -36,7 +35,7 @@ static void mark_node(uint32_t q, uint32_t p, uint64_t id, void *arg)
 		r->stale++;
 		return;
 	}
-	if (r->seen[ix] < 255)
+	if (r->seen[ix] < 127) /* bit 7: the inbox mark of gs_engine_check() */
 		r->seen[ix]++;
 }
 
@@ -93,8 +92,8 @@ int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
 		if ((ww & 0xff) == GS_WORKER_CLAIMED) {
 			uint32_t gen = (uint32_t)(ww >> 32) + 1;
 			atomic_store_explicit(&e->wp.slots[i].word,
-					      ((uint64_t)(gen ? gen : 1) << 32) | GS_WORKER_FREE,
-					      memory_order_relaxed);
+			                      ((uint64_t)(gen ? gen : 1) << 32) | GS_WORKER_FREE,
+			                      memory_order_relaxed);
 			rep->workers_freed++;
 		}
 	}
@@ -122,12 +121,12 @@ int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
 		}
 		if (st == GS_TASK_FREE) {
 			/* Push on the free list (quiescent: plain stores suffice). */
-			uint64_t head = atomic_load_explicit(&e->tt.hdr->free_head,
-							     memory_order_relaxed);
+			uint64_t head =
+			    atomic_load_explicit(&e->tt.hdr->free_head, memory_order_relaxed);
 			atomic_store_explicit(&s->link, (uint32_t)head, memory_order_relaxed);
 			atomic_store_explicit(&e->tt.hdr->free_head,
-					      ((head >> 32) + 1) << 32 | (ix + 1),
-					      memory_order_relaxed);
+			                      ((head >> 32) + 1) << 32 | (ix + 1),
+			                      memory_order_relaxed);
 			continue;
 		}
 		in_use++;
@@ -137,16 +136,16 @@ int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
 			s->result_ref = GS_REF_NONE;
 			s->result_len = 0;
 			w = gs_word_with_state(w, gs_word_worker(w) ? GS_TASK_ASSIGNED
-								    : GS_TASK_FAILED);
+			                                            : GS_TASK_FAILED);
 			st = gs_word_state(w);
 			rep->completing_undone++;
 		}
 		if ((st == GS_TASK_ASSIGNED || st == GS_TASK_RUNNING)) {
 			uint32_t w1 = gs_word_worker(w);
 			uint64_t ww = w1 && w1 <= e->geom.max_workers
-					      ? atomic_load_explicit(&e->wp.slots[w1 - 1].word,
-								     memory_order_relaxed)
-					      : 0;
+			                  ? atomic_load_explicit(&e->wp.slots[w1 - 1].word,
+			                                         memory_order_relaxed)
+			                  : 0;
 			uint32_t wst = (uint32_t)(ww & 0xff);
 			if (wst == GS_WORKER_ALIVE || wst == GS_WORKER_DRAINING ||
 			    wst == GS_WORKER_DEAD) {
@@ -154,10 +153,10 @@ int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
 			} else {
 				/* Its worker is gone: run it again. */
 				w = gs_word_make(gs_word_gen(w), 0,
-						 gs_word_attempt(w) < GS_MAX_ATTEMPT
-							 ? gs_word_attempt(w) + 1
-							 : GS_MAX_ATTEMPT,
-						 false, GS_TASK_QUEUED);
+				                 gs_word_attempt(w) < GS_MAX_ATTEMPT
+				                     ? gs_word_attempt(w) + 1
+				                     : GS_MAX_ATTEMPT,
+				                 false, GS_TASK_QUEUED);
 				st = GS_TASK_QUEUED;
 				reached = false;
 				rep->orphans_requeued++;
@@ -173,14 +172,15 @@ int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
 				set_word(s, gs_word_with_linked(w, true));
 			}
 		} else {
-			/* linked iff a node names it. */
-			set_word(s, gs_word_with_linked(w, reached));
+			/* linked iff a node names it, or (DELAYED) the inbox does:
+			 * every DELAYED task goes back on the inbox below. */
+			set_word(s, gs_word_with_linked(w, reached || st == GS_TASK_DELAYED));
 			if (st == GS_TASK_DELAYED) {
-				uint32_t head = atomic_load_explicit(&e->tt.hdr->delayed,
-								     memory_order_relaxed);
+				uint32_t head =
+				    atomic_load_explicit(&e->tt.hdr->delayed, memory_order_relaxed);
 				atomic_store_explicit(&s->link, head, memory_order_relaxed);
 				atomic_store_explicit(&e->tt.hdr->delayed, ix + 1,
-						      memory_order_relaxed);
+				                      memory_order_relaxed);
 			}
 		}
 		mark_block(&used, s->payload_ref);
@@ -222,17 +222,33 @@ int gs_engine_check(gs_engine *e, char *msg, size_t msg_len)
 		return GS_ENOMEM;
 	}
 	gs_task_heap_walk(&e->th, mark_node, &r);
+	/* The DELAYED inbox links its slots too: mark them (bit 7). */
+	uint32_t steps = 0;
+	for (uint32_t h = atomic_load_explicit(&e->tt.hdr->delayed, memory_order_relaxed);
+	     h && rc == GS_OK;
+	     h = atomic_load_explicit(&e->tt.slots[h - 1].link, memory_order_relaxed)) {
+		if (h > hw || (r.seen[h - 1] & 0x80) || ++steps > hw) {
+			snprintf(msg, msg_len, "the delayed inbox is corrupt at slot %u", h - 1);
+			rc = GS_ESTATE;
+		} else {
+			r.seen[h - 1] |= 0x80;
+		}
+	}
 	uint64_t queued[GS_MAX_QUEUES] = {0};
 	for (uint32_t ix = 0; ix < hw && rc == GS_OK; ix++) {
+		bool inbox = r.seen[ix] & 0x80;
+		r.seen[ix] &= 0x7f;
 		uint64_t w = atomic_load_explicit(&e->tt.slots[ix].word, memory_order_relaxed);
 		uint32_t st = gs_word_state(w);
 		if (r.seen[ix] > 1) {
-			snprintf(msg, msg_len, "slot %u is in the queues %u times", ix,
-				 r.seen[ix]);
+			snprintf(msg, msg_len, "slot %u is in the queues %u times", ix, r.seen[ix]);
 			rc = GS_ESTATE;
-		} else if (gs_word_linked(w) != (r.seen[ix] == 1)) {
-			snprintf(msg, msg_len, "slot %u (%s) linked=%d but reached=%d", ix,
-				 gs_task_state_name(st), gs_word_linked(w), r.seen[ix]);
+		} else if (gs_word_linked(w) != (r.seen[ix] == 1 || inbox)) {
+			snprintf(msg, msg_len, "slot %u (%s) linked=%d but reached=%d inbox=%d", ix,
+			         gs_task_state_name(st), gs_word_linked(w), r.seen[ix], inbox);
+			rc = GS_ESTATE;
+		} else if (inbox && r.seen[ix]) {
+			snprintf(msg, msg_len, "slot %u is in a queue and in the inbox", ix);
 			rc = GS_ESTATE;
 		} else if (st == GS_TASK_QUEUED && r.seen[ix] != 1) {
 			snprintf(msg, msg_len, "QUEUED slot %u is in no queue", ix);
@@ -250,7 +266,7 @@ int gs_engine_check(gs_engine *e, char *msg, size_t msg_len)
 		uint32_t l = atomic_load_explicit(&e->wp.slots[i].load, memory_order_relaxed);
 		if (l != loads[i]) {
 			snprintf(msg, msg_len, "worker %u load %u but %u tasks assigned", i, l,
-				 loads[i]);
+			         loads[i]);
 			rc = GS_ESTATE;
 		}
 	}
@@ -258,7 +274,7 @@ int gs_engine_check(gs_engine *e, char *msg, size_t msg_len)
 		uint64_t c = atomic_load_explicit(&e->th.queues[q].c.queued, memory_order_relaxed);
 		if (c != queued[q]) {
 			snprintf(msg, msg_len, "queue %u counts %llu queued but has %llu", q,
-				 (unsigned long long)c, (unsigned long long)queued[q]);
+			         (unsigned long long)c, (unsigned long long)queued[q]);
 			rc = GS_ESTATE;
 		}
 	}

@@ -27,8 +27,7 @@ static inline uint32_t key_slot(uint64_t key)
 static uint64_t key_of(const struct gs_worker_slot *w, uint32_t slot)
 {
 	uint32_t load = atomic_load_explicit(&w->load, memory_order_acquire);
-	uint64_t ratio = load >= w->slots ? GS_WORKER_KEY_FULL
-					  : ((uint64_t)load << 20) / w->slots;
+	uint64_t ratio = load >= w->slots ? GS_WORKER_KEY_FULL : ((uint64_t)load << 20) / w->slots;
 	return (ratio << 32) | slot;
 }
 

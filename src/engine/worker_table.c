@@ -10,6 +10,30 @@
 
 #include "gs_error.h"
 
+/*
+ * ThreadSanitizer does not see liburcu's ordering (the library is not
+ * instrumented): tell it what RCU guarantees.  Publishing a node
+ * (cds_lfht_add_unique) happens before a reader that finds it uses it, and
+ * every read-side critical section ends before a grace period that follows
+ * it, hence before the frees that wait for that grace period.
+ */
+#if defined(__SANITIZE_THREAD__)
+#define GS_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define GS_TSAN 1
+#endif
+#endif
+#ifdef GS_TSAN
+#include <sanitizer/tsan_interface.h>
+static char grace_token; /* a sync object only: never read or written */
+#define TSAN_RELEASE(p) __tsan_release(p)
+#define TSAN_ACQUIRE(p) __tsan_acquire(p)
+#else
+#define TSAN_RELEASE(p) ((void)(p))
+#define TSAN_ACQUIRE(p) ((void)(p))
+#endif
+
 struct gs_worker_table {
 	struct cds_lfht *ht;
 	void (*on_free)(void *ctx, void *arg);
@@ -37,17 +61,17 @@ static unsigned long hash_id(uint64_t id)
 static int match(struct cds_lfht_node *n, const void *key)
 {
 	const struct node *nd = caa_container_of(n, struct node, ht_node);
+	TSAN_ACQUIRE((void *)nd); /* lookups read nodes on the way to theirs */
 	return nd->rec.id == *(const uint64_t *)key;
 }
 
-int gs_worker_table_create(void (*on_free)(void *ctx, void *arg), void *arg,
-			   gs_worker_table **out)
+int gs_worker_table_create(void (*on_free)(void *ctx, void *arg), void *arg, gs_worker_table **out)
 {
 	gs_worker_table *t = calloc(1, sizeof(*t));
 	if (!t)
 		return GS_ENOMEM;
 	t->ht = cds_lfht_new_flavor(64, 64, 0, CDS_LFHT_AUTO_RESIZE | CDS_LFHT_ACCOUNTING,
-				    &urcu_memb_flavor, NULL);
+	                            &urcu_memb_flavor, NULL);
 	if (!t->ht) {
 		free(t);
 		return GS_ENOMEM;
@@ -61,6 +85,9 @@ int gs_worker_table_create(void (*on_free)(void *ctx, void *arg), void *arg,
 static void free_node(struct rcu_head *h)
 {
 	struct node *nd = caa_container_of(h, struct node, rcu);
+#ifdef GS_TSAN
+	TSAN_ACQUIRE(&grace_token); /* after every reader that could see nd */
+#endif
 	if (nd->owner->on_free)
 		nd->owner->on_free(nd->rec.ctx, nd->owner->arg);
 	free(nd);
@@ -78,7 +105,7 @@ void gs_worker_table_destroy(gs_worker_table *t)
 	{
 		if (cds_lfht_del(t->ht, n) == 0)
 			urcu_memb_call_rcu(&caa_container_of(n, struct node, ht_node)->rcu,
-					   free_node);
+			                   free_node);
 	}
 	urcu_memb_read_unlock();
 	urcu_memb_unregister_thread();
@@ -105,6 +132,9 @@ void gs_worker_table_read_lock(void)
 
 void gs_worker_table_read_unlock(void)
 {
+#ifdef GS_TSAN
+	TSAN_RELEASE(&grace_token); /* this section ends before the next grace period */
+#endif
 	urcu_memb_read_unlock();
 }
 
@@ -118,9 +148,10 @@ int gs_worker_table_add(gs_worker_table *t, uint64_t id, const char *name, void 
 	nd->owner = t;
 	snprintf(nd->rec.name, sizeof(nd->rec.name), "%s", name ? name : "");
 	cds_lfht_node_init(&nd->ht_node);
+	TSAN_RELEASE(nd); /* the record's fields, before a reader can find it */
 	urcu_memb_read_lock();
-	struct cds_lfht_node *got = cds_lfht_add_unique(t->ht, hash_id(id), match, &id,
-							&nd->ht_node);
+	struct cds_lfht_node *got =
+	    cds_lfht_add_unique(t->ht, hash_id(id), match, &id, &nd->ht_node);
 	urcu_memb_read_unlock();
 	if (got != &nd->ht_node) {
 		free(nd);
@@ -134,7 +165,11 @@ gs_worker_rec *gs_worker_table_find(gs_worker_table *t, uint64_t id)
 	struct cds_lfht_iter it;
 	cds_lfht_lookup(t->ht, hash_id(id), match, &id, &it);
 	struct cds_lfht_node *n = cds_lfht_iter_get_node(&it);
-	return n ? &caa_container_of(n, struct node, ht_node)->rec : NULL;
+	if (!n)
+		return NULL;
+	struct node *nd = caa_container_of(n, struct node, ht_node);
+	TSAN_ACQUIRE(nd);
+	return &nd->rec;
 }
 
 int gs_worker_table_remove(gs_worker_table *t, uint64_t id)

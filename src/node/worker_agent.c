@@ -157,9 +157,8 @@ static bool stop_requested(const struct agent *a)
 	return a->o->stop != NULL && __atomic_load_n(a->o->stop, __ATOMIC_ACQUIRE) != 0;
 }
 
-__attribute__((format(printf, 5, 6))) static void emit(struct agent *a,
-                                                       enum gs_worker_event_kind kind, int code,
-                                                       int retry_ms, const char *fmt, ...)
+__attribute__((format(printf, 5, 6))) static void
+emit(struct agent *a, enum gs_worker_event_kind kind, int code, int retry_ms, const char *fmt, ...)
 {
 	char line[512];
 	int n = snprintf(line, sizeof(line), "gsched worker: ");
@@ -183,15 +182,19 @@ static size_t utf8_clean(char *dst, size_t cap, const uint8_t *src, size_t n, bo
 	size_t o = 0, i = 0;
 	while (i < n && o + 4 < cap) {
 		uint8_t c = src[i];
-		size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+		size_t len = c < 0x80         ? 1
+		             : (c >> 5) == 6  ? 2
+		             : (c >> 4) == 14 ? 3
+		             : (c >> 3) == 30 ? 4
+		                              : 0;
 		bool ok = len > 0 && i + len <= n;
 		for (size_t k = 1; ok && k < len; k++)
 			ok = (src[i + k] & 0xC0) == 0x80;
 		if (ok && len == 2)
 			ok = c >= 0xC2; /* no overlong forms */
 		if (ok && len == 3) {
-			uint32_t cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(src[i + 1] & 0x3F) << 6) |
-			              (src[i + 2] & 0x3F);
+			uint32_t cp = ((uint32_t)(c & 0x0F) << 12) |
+			              ((uint32_t)(src[i + 1] & 0x3F) << 6) | (src[i + 2] & 0x3F);
 			ok = cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF);
 		}
 		if (ok && len == 4) {
@@ -295,22 +298,23 @@ static void flush_unsent(struct agent *a)
 			return; /* the stream is ending: kept for the next session */
 		plist_pop(&a->unsent);
 		if (rc != GS_OK) { /* cannot ever be sent */
-			emit(a, GS_WORKER_EV_NOTICE, 0, 0, "dropping the result of task %016" PRIx64 ": %s", p->id,
+			emit(a, GS_WORKER_EV_NOTICE, 0, 0,
+			     "dropping the result of task %016" PRIx64 ": %s", p->id,
 			     gs_strerror(rc));
 			free(p->bytes);
 			free(p);
 			continue;
 		}
 		if (p->interval_ms == 0)
-			p->interval_ms = 2 * a->hb_ms > RESEND_MIN_MS ? 2 * a->hb_ms : RESEND_MIN_MS;
+			p->interval_ms =
+			    2 * a->hb_ms > RESEND_MIN_MS ? 2 * a->hb_ms : RESEND_MIN_MS;
 		p->due_ms = now + p->interval_ms;
 		plist_push(&a->sent, p);
 	}
 }
 
 /* Takes ownership of bytes (freed on failure). */
-static void result_queue(struct agent *a, uint64_t id, uint32_t attempt, uint8_t *bytes,
-                         size_t len)
+static void result_queue(struct agent *a, uint64_t id, uint32_t attempt, uint8_t *bytes, size_t len)
 {
 	struct pending *p = calloc(1, sizeof(*p));
 	if (p == NULL) {
@@ -404,7 +408,8 @@ static void report(struct agent *a, uint64_t id, uint32_t attempt, Gsched__V1__T
 	size_t len = 0;
 	uint8_t *b = pack_up(&up, &len);
 	if (b == NULL) {
-		emit(a, GS_WORKER_EV_NOTICE, 0, 0, "out of memory: result of task %016" PRIx64 " lost", id);
+		emit(a, GS_WORKER_EV_NOTICE, 0, 0,
+		     "out of memory: result of task %016" PRIx64 " lost", id);
 		return;
 	}
 	result_queue(a, id, attempt, b, len);
@@ -519,7 +524,8 @@ static struct task *task_from(const Gsched__V1__Assignment *as, char *why, size_
 			return NULL;
 		}
 		if (av->stdin.len > 0) {
-			snprintf(why, cap, "invalid task: Argv.stdin is not supported by this worker");
+			snprintf(why, cap,
+			         "invalid task: Argv.stdin is not supported by this worker");
 			return NULL;
 		}
 	} else if (sp->body_case == GSCHED__V1__TASK_SPEC__BODY_HANDLER) {
@@ -696,8 +702,10 @@ static void on_result(void *arg, const struct gs_runner_result *res)
 			sl--;
 		if (sl > 0) {
 			bool cut = false;
-			size_t take = sl < GS_WORKER_STDERR_IN_ERROR ? sl : GS_WORKER_STDERR_IN_ERROR;
-			n += (size_t)snprintf(err + n, sizeof(err) - n, "%sstderr: ", n ? "; " : "");
+			size_t take =
+			    sl < GS_WORKER_STDERR_IN_ERROR ? sl : GS_WORKER_STDERR_IN_ERROR;
+			n +=
+			    (size_t)snprintf(err + n, sizeof(err) - n, "%sstderr: ", n ? "; " : "");
 			n += utf8_clean(err + n, sizeof(err) - n - 4, s, take, &cut);
 			if (take < sl || cut || res->stderr_truncated)
 				snprintf(err + n, sizeof(err) - n, "...");
@@ -723,7 +731,8 @@ static void on_assignment(struct agent *a, const Gsched__V1__Assignment *as)
 	char why[128];
 	struct task *t = task_from(as, why, sizeof(why));
 	if (t == NULL) {
-		report_failed(a, as->id, as->attempt, GSCHED__V1__TASK_STATE__TASK_STATE_FAILED, why);
+		report_failed(a, as->id, as->attempt, GSCHED__V1__TASK_STATE__TASK_STATE_FAILED,
+		              why);
 		return;
 	}
 	if (a->fifo_tail)
@@ -773,7 +782,8 @@ static void on_down(struct agent *a, const Gsched__V1__WorkerDown *m)
 {
 	if (a->st == S_REGISTERING) {
 		if (m->n_registered == 0 || m->registered[0] == NULL) {
-			session_abort(a, "protocol error: the server's first message has no Registered");
+			session_abort(
+			    a, "protocol error: the server's first message has no Registered");
 			return;
 		}
 		const Gsched__V1__Registered *r = m->registered[0];
@@ -815,8 +825,8 @@ static void on_down(struct agent *a, const Gsched__V1__WorkerDown *m)
 		utf8_clean(clean, sizeof(clean), (const uint8_t *)why, strlen(why), NULL);
 		a->draining = true;
 		emit(a, GS_WORKER_EV_DRAINING, 0, 0,
-		     "draining%s%s: finishing %u running and %zu queued tasks", clean[0] ? ": " : "",
-		     clean, a->n_running, a->n_fifo);
+		     "draining%s%s: finishing %u running and %zu queued tasks",
+		     clean[0] ? ": " : "", clean, a->n_running, a->n_fifo);
 	}
 }
 
@@ -843,7 +853,8 @@ static void st_on_message(struct gs_rpc_stream *s, void *ud, const uint8_t *byte
 	} else {
 		a->in_bad = true;
 		snprintf(a->in_bad_why, sizeof(a->in_bad_why),
-		         m ? "out of memory" : "malformed message from the server (%zu bytes)", len);
+		         m ? "out of memory" : "malformed message from the server (%zu bytes)",
+		         len);
 	}
 	pthread_mutex_unlock(&a->in_mu);
 	if (it == NULL) {
@@ -968,8 +979,8 @@ static void session_end(struct agent *a, int code, const char *details, const ch
 		         details);
 
 	if (a->stopping || a->draining) {
-		emit(a, was_ready ? GS_WORKER_EV_DISCONNECTED : GS_WORKER_EV_CONNECT_FAILED, code, 0,
-		     "connection to %s ended: %s", a->o->server, why);
+		emit(a, was_ready ? GS_WORKER_EV_DISCONNECTED : GS_WORKER_EV_CONNECT_FAILED, code,
+		     0, "connection to %s ended: %s", a->o->server, why);
 		return;
 	}
 	int retry = a->backoff_ms;
@@ -1164,8 +1175,8 @@ int gs_worker_agent_run(const struct gs_worker_opts *o)
 			a->stopping = true;
 			a->stop_deadline_ms = mono_ms() + o->grace_ms;
 			fifo_clear(a);
-			emit(a, GS_WORKER_EV_STOPPING, 0, 0, "stopping: %u tasks running, grace %d ms",
-			     a->n_running, o->grace_ms);
+			emit(a, GS_WORKER_EV_STOPPING, 0, 0,
+			     "stopping: %u tasks running, grace %d ms", a->n_running, o->grace_ms);
 		}
 		if (a->stream)
 			inbox_process(a);

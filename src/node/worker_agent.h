@@ -52,7 +52,8 @@
  * every piece of agent state, and calls on_event.  Each session's gRPC
  * stream has its own thread (rpc_client.h): it only decodes WorkerDown
  * messages and hands them over through a mutex-protected inbox, waking the
- * runner.  All threads are joined before gs_worker_agent_run returns.
+ * runner (the inbox is not bounded: a server only sends what the slots can
+ * take).  All threads are joined before gs_worker_agent_run returns.
  *
  * Ownership and buffers.  opts and everything it points to are read during
  * the call and must stay valid (and *stop writable by the signaller) until
@@ -79,13 +80,13 @@
 #define GS_WORKER_MAX_UNACKED_BYTES        (64u * 1024u * 1024u)
 
 enum gs_worker_event_kind {
-	GS_WORKER_EV_NOTICE = 0,       /* anything else worth a line */
-	GS_WORKER_EV_CONNECTED,        /* registered; worker_id set */
-	GS_WORKER_EV_CONNECT_FAILED,   /* a session ended before Registered */
-	GS_WORKER_EV_DISCONNECTED,     /* a registered session ended */
-	GS_WORKER_EV_DRAINING,         /* the server asked to drain */
-	GS_WORKER_EV_STOPPING,         /* *stop seen */
-	GS_WORKER_EV_STOPPED,          /* about to return */
+	GS_WORKER_EV_NOTICE = 0,     /* anything else worth a line */
+	GS_WORKER_EV_CONNECTED,      /* registered; worker_id set */
+	GS_WORKER_EV_CONNECT_FAILED, /* a session ended before Registered */
+	GS_WORKER_EV_DISCONNECTED,   /* a registered session ended */
+	GS_WORKER_EV_DRAINING,       /* the server asked to drain */
+	GS_WORKER_EV_STOPPING,       /* *stop seen */
+	GS_WORKER_EV_STOPPED,        /* about to return */
 };
 
 struct gs_worker_event {
@@ -100,17 +101,17 @@ struct gs_worker_event {
 typedef void (*gs_worker_event_fn)(void *arg, const struct gs_worker_event *ev);
 
 struct gs_worker_opts {
-	const char *server;                    /* "127.0.0.1:7070" (required) */
-	const char *name;                      /* NULL or "": "hostname-pid" */
-	unsigned slots;                        /* 1..GS_RUNNER_MAX_SLOTS */
-	const char *const *queues;             /* n_queues names; none: "default" */
+	const char *server;        /* "127.0.0.1:7070" (required) */
+	const char *name;          /* NULL or "": "hostname-pid" */
+	unsigned slots;            /* 1..GS_RUNNER_MAX_SLOTS */
+	const char *const *queues; /* n_queues names; none: "default" */
 	size_t n_queues;
-	size_t max_output;                     /* per task, stdout; 0: 64 KiB */
-	int reconnect_max_ms;                  /* backoff cap, >= 0 (0: 2000) */
-	volatile int *stop;                    /* may be NULL: run until drained */
-	int grace_ms;                          /* >= 0: time running tasks get on stop */
-	int quiet;                             /* non-zero: no lines on stderr */
-	gs_worker_event_fn on_event;           /* may be NULL */
+	size_t max_output;           /* per task, stdout; 0: 64 KiB */
+	int reconnect_max_ms;        /* backoff cap, >= 0 (0: 2000) */
+	volatile int *stop;          /* may be NULL: run until drained */
+	int grace_ms;                /* >= 0: time running tasks get on stop */
+	int quiet;                   /* non-zero: no lines on stderr */
+	gs_worker_event_fn on_event; /* may be NULL */
 	void *event_arg;
 };
 

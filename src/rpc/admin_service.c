@@ -154,11 +154,21 @@ static void drain(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size
 	gsched__v1__drain_request__free_unpacked(req, NULL);
 }
 
+/* Unary methods without per-call state: drop the user's call reference
+ * (rpc_server.h: given even without on_open) when the call is over. */
+static void unary_close(struct gs_rpc_call *call, void *ud, int cancelled)
+{
+	(void)ud;
+	(void)cancelled;
+	gs_rpc_call_unref(call);
+}
+
 int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv)
 {
-	static const struct gs_rpc_method_ops lw = {.on_message = list_workers};
-	static const struct gs_rpc_method_ops st = {.on_message = stats};
-	static const struct gs_rpc_method_ops dr = {.on_message = drain};
+	static const struct gs_rpc_method_ops lw = {.on_message = list_workers,
+	                                            .on_close = unary_close};
+	static const struct gs_rpc_method_ops st = {.on_message = stats, .on_close = unary_close};
+	static const struct gs_rpc_method_ops dr = {.on_message = drain, .on_close = unary_close};
 	int rc = gs_rpc_server_add_method(srv, SVC "ListWorkers", GS_RPC_UNARY, &lw, s);
 	if (rc == GS_OK)
 		rc = gs_rpc_server_add_method(srv, SVC "Stats", GS_RPC_UNARY, &st, s);

@@ -71,6 +71,8 @@ void gs_plm_waiter_unref(gs_service *s, struct waiter *w)
 
 static void unsubscribe(gs_service *s, uint64_t id, struct waiter *w)
 {
+	if (!s->n_buckets)
+		return; /* nothing was ever subscribed */
 	struct sub **pp = &s->buckets[bucket_of(s, id)];
 	while (*pp) {
 		struct sub *x = *pp;
@@ -236,7 +238,9 @@ static bool stream_deliver(gs_service *s, struct waiter *w, uint64_t id)
 void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us)
 {
 	bool fetched = false;
-	struct sub **pp = &s->buckets[bucket_of(s, id)];
+	struct sub *none = NULL;
+	/* No table yet (nothing was ever subscribed): nobody waits. */
+	struct sub **pp = s->n_buckets ? &s->buckets[bucket_of(s, id)] : &none;
 	while (*pp) {
 		struct sub *x = *pp;
 		if (x->id != id) {
@@ -247,7 +251,7 @@ void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us)
 		*pp = x->next;
 		free(x);
 		s->n_subs--;
-		/* The subscription's reference keeps w alive until the end. */
+		w->refs++; /* ours, while delivering */
 		if (w->kind == W_WAIT) {
 			if (!w->closed && w->remaining > 0) {
 				w->remaining--;

@@ -35,10 +35,10 @@
  *
  * Lifetime.  A call holds two references: one for gRPC (dropped when the call
  * is over and no operation is in flight) and one for the user, given with
- * on_open.  The user drops it with gs_rpc_call_unref() once it will no longer
- * touch the call (often in on_close); gs_rpc_call_ref() takes more for other
- * threads.  After the call is over, send/finish return GS_EUNAVAIL; the
- * accessors keep working until the last reference goes.
+ * on_open (also when on_open is NULL).  The user drops it with gs_rpc_call_unref() once it will no
+ * longer touch the call (often in on_close); gs_rpc_call_ref() takes more for other threads.  After
+ * the call is over, send/finish return GS_EUNAVAIL; the accessors keep working until the last
+ * reference goes.
  *
  * Thread-safety: gs_rpc_call_* are safe from any thread.  Server setup
  * (create, add_method, start) is single-threaded; gs_rpc_server_stop and

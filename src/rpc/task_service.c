@@ -504,9 +504,19 @@ static void watch_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, 
 	gsched__v1__watch_request__free_unpacked(req, NULL);
 }
 
+/* Unary methods without per-call state: drop the user's call reference
+ * (rpc_server.h: given even without on_open) when the call is over. */
+static void unary_close(struct gs_rpc_call *call, void *ud, int cancelled)
+{
+	(void)ud;
+	(void)cancelled;
+	gs_rpc_call_unref(call);
+}
+
 int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv)
 {
-	static const struct gs_rpc_method_ops submit = {.on_message = submit_msg};
+	static const struct gs_rpc_method_ops submit = {.on_message = submit_msg,
+	                                                .on_close = unary_close};
 	static const struct gs_rpc_method_ops stream = {
 	    .on_open = stream_open,
 	    .on_message = stream_msg,
@@ -515,8 +525,10 @@ int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv)
 	};
 	static const struct gs_rpc_method_ops wait = {
 	    .on_open = waiter_open, .on_message = wait_msg, .on_close = waiter_close};
-	static const struct gs_rpc_method_ops get = {.on_message = get_msg};
-	static const struct gs_rpc_method_ops cancel = {.on_message = cancel_msg};
+	static const struct gs_rpc_method_ops get = {.on_message = get_msg,
+	                                             .on_close = unary_close};
+	static const struct gs_rpc_method_ops cancel = {.on_message = cancel_msg,
+	                                                .on_close = unary_close};
 	static const struct gs_rpc_method_ops watch = {
 	    .on_open = waiter_open, .on_message = watch_msg, .on_close = waiter_close};
 	int rc = gs_rpc_server_add_method(srv, SVC "Submit", GS_RPC_UNARY, &submit, s);

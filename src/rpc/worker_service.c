@@ -223,10 +223,16 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	if (up->n_results) {
 		uint64_t *done = malloc(up->n_results * sizeof(*done));
 		size_t n_done = 0;
-		gs_pb_buf frag;
+		gs_pb_buf frag, acks;
 		gs_pb_buf_init(&frag);
+		gs_pb_buf_init(&acks);
 		for (size_t i = 0; i < up->n_results; i++) {
 			const Gsched__V1__WorkResult *r = up->results[i];
+			/* Recorded or refused as stale: either way, stop resending. */
+			size_t m = gs_pb_begin(&acks, 5); /* WorkerDown.result_acks */
+			gs_pb_put_fixed64(&acks, 1, r->id);
+			gs_pb_put_varint(&acks, 2, r->attempt);
+			gs_pb_end(&acks, m);
 			gs_pb_buf_reset(&frag);
 			gs_codec_result_fragment(&frag, r);
 			gs_outcome o = {
@@ -252,6 +258,9 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 				                          memory_order_relaxed);
 		}
 		gs_pb_buf_free(&frag);
+		if (!acks.oom)
+			gs_rpc_call_send(call, acks.data, acks.len);
+		gs_pb_buf_free(&acks);
 		atomic_fetch_add_explicit(&s->results, n_done, memory_order_relaxed);
 		if (n_done) {
 			pthread_mutex_lock(&s->mu);

@@ -5,6 +5,8 @@
  */
 #include "test_util.h"
 
+#include <unistd.h>
+
 #include "delay_timer.h"
 #include "task_heap.h"
 #include "task_table.h"
@@ -60,19 +62,19 @@ static void t_transition_table(void **st)
 	(void)st;
 	/* The edges of task_table.h's diagram, nothing else. */
 	static const uint32_t edges[][2] = {
-		{GS_TASK_FREE, GS_TASK_RESERVED},	{GS_TASK_RESERVED, GS_TASK_QUEUED},
-		{GS_TASK_RESERVED, GS_TASK_DELAYED},	{GS_TASK_RESERVED, GS_TASK_FREE},
-		{GS_TASK_DELAYED, GS_TASK_QUEUED},	{GS_TASK_DELAYED, GS_TASK_CANCELLED},
-		{GS_TASK_QUEUED, GS_TASK_ASSIGNED},	{GS_TASK_QUEUED, GS_TASK_CANCELLED},
-		{GS_TASK_ASSIGNED, GS_TASK_RUNNING},	{GS_TASK_ASSIGNED, GS_TASK_COMPLETING},
-		{GS_TASK_ASSIGNED, GS_TASK_QUEUED},	{GS_TASK_ASSIGNED, GS_TASK_FAILED},
-		{GS_TASK_ASSIGNED, GS_TASK_CANCELLED},	{GS_TASK_RUNNING, GS_TASK_COMPLETING},
-		{GS_TASK_RUNNING, GS_TASK_QUEUED},	{GS_TASK_RUNNING, GS_TASK_FAILED},
-		{GS_TASK_RUNNING, GS_TASK_CANCELLED},	{GS_TASK_COMPLETING, GS_TASK_DONE},
-		{GS_TASK_COMPLETING, GS_TASK_FAILED},	{GS_TASK_DONE, GS_TASK_FREE},
-		{GS_TASK_DONE, GS_TASK_RELEASED},	{GS_TASK_FAILED, GS_TASK_FREE},
-		{GS_TASK_FAILED, GS_TASK_RELEASED},	{GS_TASK_CANCELLED, GS_TASK_FREE},
-		{GS_TASK_CANCELLED, GS_TASK_RELEASED},	{GS_TASK_RELEASED, GS_TASK_FREE},
+	    {GS_TASK_FREE, GS_TASK_RESERVED},      {GS_TASK_RESERVED, GS_TASK_QUEUED},
+	    {GS_TASK_RESERVED, GS_TASK_DELAYED},   {GS_TASK_RESERVED, GS_TASK_FREE},
+	    {GS_TASK_DELAYED, GS_TASK_QUEUED},     {GS_TASK_DELAYED, GS_TASK_CANCELLED},
+	    {GS_TASK_QUEUED, GS_TASK_ASSIGNED},    {GS_TASK_QUEUED, GS_TASK_CANCELLED},
+	    {GS_TASK_ASSIGNED, GS_TASK_RUNNING},   {GS_TASK_ASSIGNED, GS_TASK_COMPLETING},
+	    {GS_TASK_ASSIGNED, GS_TASK_QUEUED},    {GS_TASK_ASSIGNED, GS_TASK_FAILED},
+	    {GS_TASK_ASSIGNED, GS_TASK_CANCELLED}, {GS_TASK_RUNNING, GS_TASK_COMPLETING},
+	    {GS_TASK_RUNNING, GS_TASK_QUEUED},     {GS_TASK_RUNNING, GS_TASK_FAILED},
+	    {GS_TASK_RUNNING, GS_TASK_CANCELLED},  {GS_TASK_COMPLETING, GS_TASK_DONE},
+	    {GS_TASK_COMPLETING, GS_TASK_FAILED},  {GS_TASK_DONE, GS_TASK_FREE},
+	    {GS_TASK_DONE, GS_TASK_RELEASED},      {GS_TASK_FAILED, GS_TASK_FREE},
+	    {GS_TASK_FAILED, GS_TASK_RELEASED},    {GS_TASK_CANCELLED, GS_TASK_FREE},
+	    {GS_TASK_CANCELLED, GS_TASK_RELEASED}, {GS_TASK_RELEASED, GS_TASK_FREE},
 	};
 	size_t n_edges = sizeof(edges) / sizeof(edges[0]), legal = 0;
 	for (uint32_t from = 0; from < 16; from++) {
@@ -83,8 +85,8 @@ static void t_transition_table(void **st)
 					want = true;
 			if (gs_task_transition_legal(from, to) != want)
 				fail_msg("transition %s -> %s: legal=%d, want %d",
-					 gs_task_state_name(from), gs_task_state_name(to), !want,
-					 want);
+				         gs_task_state_name(from), gs_task_state_name(to), !want,
+				         want);
 			legal += want;
 		}
 	}
@@ -414,7 +416,7 @@ static void t_worker_dead(void **st)
 	(void)st;
 	gs_engine *e = gs_test_engine(64, 8, 4096, 0);
 	uint64_t w1 = worker(e, 4), w2 = worker(e, 4);
-	uint64_t once = submit1(e, DQ, 5, 1); /* one retry */
+	uint64_t once = submit1(e, DQ, 5, 1);  /* one retry */
 	uint64_t never = submit1(e, DQ, 4, 0); /* no retry */
 	gs_assignment a;
 	assert_int_equal(gs_engine_pop_assign(e, DQ, w1, NOW, &a), GS_OK);
@@ -675,7 +677,7 @@ static void t_payload_max(void **st)
 }
 
 static void finish_with(gs_engine *e, uint64_t w, uint64_t *id, uint32_t plen, uint32_t rlen,
-			uint32_t seed)
+                        uint32_t seed)
 {
 	uint8_t pl[64], res[64];
 	fill(pl, plen, seed);
@@ -773,8 +775,8 @@ static void t_queues(void **st)
 	assert_int_equal(gs_engine_queue(e, "q1", false, &q1b), GS_OK);
 	assert_int_equal(q1, q1b);
 	assert_string_equal(gs_engine_queue_name(e, q1), "q1");
-	const char *bad[] = {"", "a b", "a/b", "é", "tab\t",
-			     "0123456789012345678901234567890123456789012345678"};
+	const char *bad[] = {"",  "a b",   "a/b",
+	                     "é", "tab\t", "0123456789012345678901234567890123456789012345678"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(gs_engine_queue(e, bad[i], true, &x), GS_EINVAL);
 	assert_int_equal(gs_engine_queue(e, NULL, true, &x), GS_EINVAL);
@@ -926,6 +928,54 @@ static void t_delayed_many(void **st)
 	gs_engine_close(e, false);
 }
 
+/* A delayed task cancelled and released before the timer took it must not
+ * break the inbox: the others are still released, and its reused slot is
+ * handed to the timer once. */
+static void t_delayed_cancel_release(void **st)
+{
+	(void)st;
+	alarm(20); /* a looping inbox kills the test rather than hanging it */
+	gs_engine *e = gs_test_engine(4, 4, 4096, 0);
+	uint64_t w = worker(e, 8);
+	gs_task_spec s = gs_test_spec(DQ, 0, NULL, 0);
+	s.not_before_us = NOW + 100;
+	uint64_t z, x, x2, y;
+	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &z), GS_OK);
+	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &x), GS_OK);
+	assert_int_equal(gs_engine_cancel(e, x, NOW, NULL, NULL), GS_OK);
+	assert_int_equal(gs_engine_release(e, x), GS_OK);
+	gs_task_info ti;
+	assert_int_equal(gs_engine_task_info(e, x, &ti), GS_ENOTFOUND);
+	GS_CHECK(e);
+	/* The slot may be reused by another delayed task. */
+	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &x2), GS_OK);
+	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &y), GS_OK);
+	GS_CHECK(e);
+	gs_delay_timer t;
+	gs_delay_timer_init(&t);
+	uint64_t next;
+	size_t rel;
+	assert_int_equal(gs_delay_timer_poll(&t, e, NOW + 200, &next, &rel), GS_OK);
+	assert_int_equal(rel, 3);
+	assert_int_equal(next, 0);
+	assert_int_equal(state_of(e, z), GS_TASK_QUEUED);
+	assert_int_equal(state_of(e, x2), GS_TASK_QUEUED);
+	assert_int_equal(state_of(e, y), GS_TASK_QUEUED);
+	gs_assignment a;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(gs_engine_pop_assign(e, DQ, w, NOW, &a), GS_OK);
+	assert_int_equal(gs_engine_pop_assign(e, DQ, w, NOW, &a), GS_EEMPTY);
+	assert_int_equal(gs_delay_timer_poll(&t, e, NOW + 300, &next, &rel), GS_OK);
+	assert_int_equal(rel, 0);
+	/* The table is not leaking: 3 in use, one more fits. */
+	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &x), GS_OK);
+	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &x), GS_EFULL);
+	GS_CHECK(e);
+	gs_delay_timer_free(&t);
+	gs_engine_close(e, false);
+	alarm(0);
+}
+
 /* --- stats ---------------------------------------------------------------------------- */
 
 static void t_stats(void **st)
@@ -973,9 +1023,10 @@ static void t_workers(void **st)
 	uint64_t w;
 	assert_int_equal(gs_engine_worker_register(e, 0, 1ull << DQ, NOW, &w), GS_EINVAL);
 	assert_int_equal(gs_engine_worker_register(e, GS_WORKER_MAX_SLOTS + 1, 1ull << DQ, NOW, &w),
-			 GS_EINVAL);
+	                 GS_EINVAL);
 	assert_int_equal(gs_engine_worker_register(e, 1, 0, NOW, &w), GS_EINVAL);
-	assert_int_equal(gs_engine_worker_register(e, 1, 1ull << ((DQ + 1) % 64), NOW, &w), GS_EINVAL);
+	assert_int_equal(gs_engine_worker_register(e, 1, 1ull << ((DQ + 1) % 64), NOW, &w),
+	                 GS_EINVAL);
 	uint64_t ws[3];
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(gs_engine_worker_register(e, 2, 1ull << DQ, NOW, &ws[i]), GS_OK);
@@ -1040,25 +1091,26 @@ static void t_workers(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(t_transition_table),
-		cmocka_unit_test(t_path_done),
-		cmocka_unit_test(t_path_failed_dispatch),
-		cmocka_unit_test(t_wrong_worker_attempt),
-		cmocka_unit_test(t_cancel),
-		cmocka_unit_test(t_release_illegal),
-		cmocka_unit_test(t_release_linked),
-		cmocka_unit_test(t_stale_ids),
-		cmocka_unit_test(t_worker_dead),
-		cmocka_unit_test(t_table_full),
-		cmocka_unit_test(t_bad_specs),
-		cmocka_unit_test(t_payload_inline_vs_arena),
-		cmocka_unit_test(t_payload_max),
-		cmocka_unit_test(t_results),
-		cmocka_unit_test(t_queues),
-		cmocka_unit_test(t_delayed),
-		cmocka_unit_test(t_delayed_many),
-		cmocka_unit_test(t_stats),
-		cmocka_unit_test(t_workers),
+	    cmocka_unit_test(t_transition_table),
+	    cmocka_unit_test(t_path_done),
+	    cmocka_unit_test(t_path_failed_dispatch),
+	    cmocka_unit_test(t_wrong_worker_attempt),
+	    cmocka_unit_test(t_cancel),
+	    cmocka_unit_test(t_release_illegal),
+	    cmocka_unit_test(t_release_linked),
+	    cmocka_unit_test(t_stale_ids),
+	    cmocka_unit_test(t_worker_dead),
+	    cmocka_unit_test(t_table_full),
+	    cmocka_unit_test(t_bad_specs),
+	    cmocka_unit_test(t_payload_inline_vs_arena),
+	    cmocka_unit_test(t_payload_max),
+	    cmocka_unit_test(t_results),
+	    cmocka_unit_test(t_queues),
+	    cmocka_unit_test(t_delayed),
+	    cmocka_unit_test(t_delayed_many),
+	    cmocka_unit_test(t_delayed_cancel_release),
+	    cmocka_unit_test(t_stats),
+	    cmocka_unit_test(t_workers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

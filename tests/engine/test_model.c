@@ -27,7 +27,7 @@ struct mtask {
 	uint32_t q, prio, retries, attempt, plen, seed;
 	int state;
 	bool linked;
-	int worker; /* model worker index while ASSIGNED/RUNNING */
+	int worker;   /* model worker index while ASSIGNED/RUNNING */
 	int64_t next; /* next task in its level, -1 */
 	int64_t act;  /* index in the active list, -1 */
 };
@@ -167,12 +167,12 @@ static void check_assignment(int64_t t, int wi, const gs_assignment *a)
 {
 	if (t < 0)
 		fail_msg("engine assigned %#llx, the model has nothing queued",
-			 (unsigned long long)a->task);
+		         (unsigned long long)a->task);
 	struct mtask *k = &M.t[t];
 	if (a->task != k->id)
 		fail_msg("engine assigned %#llx (prio %u), the model expects %#llx (prio %u)",
-			 (unsigned long long)a->task, a->priority, (unsigned long long)k->id,
-			 k->prio);
+		         (unsigned long long)a->task, a->priority, (unsigned long long)k->id,
+		         k->prio);
 	assert_int_equal(a->worker, M.w[wi].id);
 	assert_int_equal(a->attempt, k->attempt);
 	assert_int_equal(a->priority, k->prio);
@@ -194,18 +194,18 @@ static void op_submit(void)
 	uint32_t seeds[8], qs[8];
 	for (uint32_t i = 0; i < n; i++) {
 		uint32_t r = gs_test_below(&M.rng, 10);
-		uint32_t len = r < 3 ? gs_test_below(&M.rng, 25)
-			       : r < 8 ? 25 + gs_test_below(&M.rng, 200)
-				       : gs_test_below(&M.rng, MAX_PAY + 1);
+		uint32_t len = r < 3   ? gs_test_below(&M.rng, 25)
+		               : r < 8 ? 25 + gs_test_below(&M.rng, 200)
+		                       : gs_test_below(&M.rng, MAX_PAY + 1);
 		seeds[i] = (uint32_t)gs_test_rand(&M.rng);
 		bufs[i] = malloc(len + 1);
 		assert_non_null(bufs[i]);
 		for (uint32_t j = 0; j < len; j++)
 			bufs[i][j] = pbyte(seeds[i], j);
 		qs[i] = gs_test_below(&M.rng, NQ);
-		specs[i] = gs_test_spec(M.qid[qs[i]],
-					prios[gs_test_below(&M.rng, sizeof(prios) / sizeof(prios[0]))],
-					bufs[i], len);
+		specs[i] = gs_test_spec(
+		    M.qid[qs[i]], prios[gs_test_below(&M.rng, sizeof(prios) / sizeof(prios[0]))],
+		    bufs[i], len);
 		specs[i].max_retries = gs_test_below(&M.rng, 3);
 	}
 	uint64_t ids[8];
@@ -226,14 +226,14 @@ static void op_submit(void)
 		}
 		int64_t t = (int64_t)M.nt++;
 		M.t[t] = (struct mtask){.id = ids[i],
-					.q = qs[i],
-					.prio = specs[i].priority,
-					.retries = specs[i].max_retries,
-					.attempt = 1,
-					.plen = specs[i].payload_len,
-					.seed = seeds[i],
-					.state = M_QUEUED,
-					.worker = -1};
+		                        .q = qs[i],
+		                        .prio = specs[i].priority,
+		                        .retries = specs[i].max_retries,
+		                        .attempt = 1,
+		                        .plen = specs[i].payload_len,
+		                        .seed = seeds[i],
+		                        .state = M_QUEUED,
+		                        .worker = -1};
 		M.occupied++;
 		act_add(t);
 		lv_push(t);
@@ -247,7 +247,8 @@ static void op_pop_assign(void)
 	gs_assignment a;
 	if (wi < 0 || gs_test_below(&M.rng, 50) == 0) {
 		uint64_t bogus = wi < 0 ? gs_worker_id(3, 77) : M.w[wi].id + (1ull << 32);
-		assert_int_equal(gs_engine_pop_assign(M.e, M.qid[qi], bogus, NOW, &a), GS_ENOTFOUND);
+		assert_int_equal(gs_engine_pop_assign(M.e, M.qid[qi], bogus, NOW, &a),
+		                 GS_ENOTFOUND);
 		return;
 	}
 	int rc = gs_engine_pop_assign(M.e, M.qid[qi], M.w[wi].id, NOW, &a);
@@ -267,8 +268,7 @@ static void op_pop_assign(void)
 
 static uint64_t key_of(const struct mworker *w)
 {
-	uint64_t ratio = w->load >= w->slots ? (1ull << 20)
-					     : ((uint64_t)w->load << 20) / w->slots;
+	uint64_t ratio = w->load >= w->slots ? (1ull << 20) : ((uint64_t)w->load << 20) / w->slots;
 	return (ratio << 32) | (uint32_t)w->id;
 }
 
@@ -292,7 +292,7 @@ static void op_dispatch(void)
 	if (best < 0) {
 		if (rc != GS_EEMPTY)
 			fail_msg("dispatch gave %#llx to %#llx; no worker has room",
-				 (unsigned long long)a.task, (unsigned long long)a.worker);
+			         (unsigned long long)a.task, (unsigned long long)a.worker);
 		return;
 	}
 	int64_t t = model_pop(qi);
@@ -303,7 +303,7 @@ static void op_dispatch(void)
 	assert_int_equal(rc, GS_OK);
 	if (a.worker != M.w[best].id)
 		fail_msg("dispatch chose worker %#llx, the model %#llx",
-			 (unsigned long long)a.worker, (unsigned long long)M.w[best].id);
+		         (unsigned long long)a.worker, (unsigned long long)M.w[best].id);
 	check_assignment(t, best, &a);
 	M.dispatches++;
 }
@@ -350,7 +350,7 @@ static void op_finish(void)
 	int other = pick_worker(true);
 	if (other >= 0 && other != k->worker)
 		assert_int_equal(gs_engine_finish(M.e, k->id, M.w[other].id, k->attempt, &o, NOW),
-				 GS_ESTALE);
+		                 GS_ESTALE);
 	assert_int_equal(gs_engine_finish(M.e, k->id, wid, k->attempt, &o, NOW), GS_OK);
 	assert_int_equal(gs_engine_finish(M.e, k->id, wid, k->attempt, &o, NOW), GS_ESTALE);
 	M.w[k->worker].load--;
@@ -368,7 +368,8 @@ static void op_finish(void)
 static void op_cancel(void)
 {
 	if (M.ndead && gs_test_below(&M.rng, 8) == 0) {
-		uint64_t id = M.dead_ids[gs_test_below(&M.rng, (uint32_t)(M.ndead < 64 ? M.ndead : 64))];
+		uint64_t id =
+		    M.dead_ids[gs_test_below(&M.rng, (uint32_t)(M.ndead < 64 ? M.ndead : 64))];
 		assert_int_equal(gs_engine_cancel(M.e, id, NOW, NULL, NULL), GS_ENOTFOUND);
 		return;
 	}
@@ -513,12 +514,12 @@ static void verify_all(void)
 			continue;
 		}
 		assert_int_equal(rc, GS_OK);
-		static const uint32_t want[] = {GS_TASK_FREE,	  GS_TASK_QUEUED, GS_TASK_ASSIGNED,
-						GS_TASK_RUNNING,  GS_TASK_DONE,	  GS_TASK_FAILED,
-						GS_TASK_CANCELLED};
+		static const uint32_t want[] = {GS_TASK_FREE,     GS_TASK_QUEUED, GS_TASK_ASSIGNED,
+		                                GS_TASK_RUNNING,  GS_TASK_DONE,   GS_TASK_FAILED,
+		                                GS_TASK_CANCELLED};
 		if (ti.state != want[k->state])
 			fail_msg("task %#llx is %s, the model says %s", (unsigned long long)k->id,
-				 gs_task_state_name(ti.state), gs_task_state_name(want[k->state]));
+			         gs_task_state_name(ti.state), gs_task_state_name(want[k->state]));
 		assert_int_equal(ti.attempt, k->attempt);
 		if (k->state == M_QUEUED)
 			queued[k->q]++;
@@ -589,7 +590,7 @@ static void t_model(void **st)
 			verify_all();
 		if (gs_test_mono_us() - t0 > 120000000u)
 			fail_msg("model test over its time budget at op %llu",
-				 (unsigned long long)i);
+			         (unsigned long long)i);
 	}
 	verify_all();
 	printf("model: %llu ops, %llu pops (%llu by dispatch), %llu empty, %llu full, %zu "
@@ -608,7 +609,7 @@ static void t_model(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(t_model),
+	    cmocka_unit_test(t_model),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

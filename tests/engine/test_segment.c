@@ -180,7 +180,7 @@ static void t_owner_dead(void **st)
 		char big[100];
 		memset(big, 'x', sizeof(big));
 		gs_task_spec s[3] = {gs_test_spec(0, 1, big, 100), gs_test_spec(0, 2, NULL, 0),
-				     gs_test_spec(0, 3, "abc", 3)};
+		                     gs_test_spec(0, 3, "abc", 3)};
 		if (gs_engine_create(&o, &e) != GS_OK || gs_engine_queue(e, "default", 0, &q))
 			_exit(2);
 		for (int i = 0; i < 3; i++)
@@ -248,10 +248,10 @@ static void t_owner_dead(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(t_missing, setup, teardown),
-		cmocka_unit_test_setup_teardown(t_attach_shares, setup, teardown),
-		cmocka_unit_test_setup_teardown(t_layout, setup, teardown),
-		cmocka_unit_test_setup_teardown(t_owner_dead, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_missing, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_attach_shares, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_layout, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_owner_dead, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

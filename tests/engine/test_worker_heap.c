@@ -52,13 +52,14 @@ static uint64_t dispatch_checked(gs_engine *e, uint32_t q, gs_assignment *a)
 	int rc = gs_engine_dispatch(e, q, NOW, a);
 	if (!any || qs.queued == 0) {
 		if (rc != GS_EEMPTY)
-			fail_msg("dispatch gave a task to %#llx with %s", (unsigned long long)a->worker,
-				 any ? "nothing queued" : "no eligible worker");
+			fail_msg("dispatch gave a task to %#llx with %s",
+			         (unsigned long long)a->worker,
+			         any ? "nothing queued" : "no eligible worker");
 		return 0;
 	}
 	if (rc != GS_OK)
 		fail_msg("dispatch: %d with an eligible worker and %llu queued", rc,
-			 (unsigned long long)qs.queued);
+		         (unsigned long long)qs.queued);
 	gs_worker_info wi;
 	assert_int_equal(gs_engine_worker_info(e, a->worker, &wi), GS_OK);
 	assert_int_equal(wi.state, GS_WORKER_ALIVE);
@@ -66,7 +67,7 @@ static uint64_t dispatch_checked(gs_engine *e, uint32_t q, gs_assignment *a)
 	uint32_t before = wi.load - 1;
 	if ((uint64_t)before * best_s != (uint64_t)best_l * wi.slots)
 		fail_msg("dispatch chose a worker at %u/%u, the least loaded is at %u/%u", before,
-			 wi.slots, best_l, best_s);
+		         wi.slots, best_l, best_s);
 	return a->worker;
 }
 
@@ -198,7 +199,9 @@ static void t_many(void **st)
 	assert_non_null(run);
 	for (uint32_t i = 0; i < W; i++) {
 		uint32_t k = gs_test_below(&seed, 4);
-		uint64_t mask = k == 0 ? 1ull << q2 : k == 1 ? (1ull << DQ | 1ull << q2) : 1ull << DQ;
+		uint64_t mask = k == 0   ? 1ull << q2
+		                : k == 1 ? (1ull << DQ | 1ull << q2)
+		                         : 1ull << DQ;
 		ws[i] = reg(e, 1 + gs_test_below(&seed, 8), mask);
 	}
 	submit_n(e, DQ, rounds);
@@ -235,9 +238,9 @@ static void t_many(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(t_capacity),
-		cmocka_unit_test(t_reused_slot),
-		cmocka_unit_test(t_many),
+	    cmocka_unit_test(t_capacity),
+	    cmocka_unit_test(t_reused_slot),
+	    cmocka_unit_test(t_many),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
