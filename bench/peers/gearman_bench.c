@@ -68,7 +68,12 @@ static struct counter_file *counter_map(const char *path)
 	return p;
 }
 
-static gearman_return_t echo_fn(gearman_job_st *job, void *ctx)
+/*
+ * The classic (v1) worker callback: its result goes back in the single
+ * WORK_COMPLETE packet (v2's gearman_job_send_data would add a WORK_DATA
+ * packet per job).  libgearman frees the returned copy.
+ */
+static void *echo_fn(gearman_job_st *job, void *ctx, size_t *size, gearman_return_t *ret)
 {
 	struct counter_file *cf = ctx;
 	const void *w = gearman_job_workload(job);
@@ -81,7 +86,15 @@ static gearman_return_t echo_fn(gearman_job_st *job, void *ctx)
 		if (i < COUNTER_CAP)
 			cf->lat_ns[i] = peer_now_ns() - t;
 	}
-	return gearman_job_send_data(job, w, n);
+	void *out = malloc(n ? n : 1);
+	if (!out) {
+		*ret = GEARMAN_WORK_FAIL;
+		return NULL;
+	}
+	memcpy(out, w, n);
+	*size = n;
+	*ret = GEARMAN_SUCCESS;
+	return out;
 }
 
 static int run_worker(const struct opts *o)
@@ -92,8 +105,7 @@ static int run_worker(const struct opts *o)
 		fprintf(stderr, "worker: cannot create/add server\n");
 		return 1;
 	}
-	gearman_function_t fn = gearman_function_create(echo_fn);
-	if (gearman_worker_define_function(w, "echo", 4, fn, 0, cf) != GEARMAN_SUCCESS) {
+	if (gearman_worker_add_function(w, "echo", 0, echo_fn, cf) != GEARMAN_SUCCESS) {
 		fprintf(stderr, "worker: %s\n", gearman_worker_error(w));
 		return 1;
 	}

@@ -6,42 +6,25 @@
  * SubmitStream with a window of tasks in flight, a few real commands, then
  * throughput, latency percentiles, the spread over workers and the outputs.
  *
- * Owns: the server thread, the worker children (SIGTERM, bounded wait, then
- * SIGKILL; they also get SIGTERM if this process dies: PR_SET_PDEATHSIG) and
- * the demo's client.  Exit: 0 when the demo's every task succeeded exactly
+ * Owns: the local cluster (local_cluster.c: the server thread and the worker
+ * children) and the demo's client.  Exit: 0 when the demo's every task succeeded exactly
  * once (or, without --demo, after a clean stop), 1 otherwise, 2 bad usage.
  */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cli.h"
 #include "gsched_client.h"
-#include "server.h"
+#include "local_cluster.h"
 
 #define DEMO_WINDOW      2000
 #define DEMO_MAGIC       "gsdemo!!"
 #define DEMO_MAX_WORKERS 256
-#define STOP_WAIT_MS     5000
-
-struct local_server {
-	pthread_t thread;
-	gs_server_opts o;
-	volatile sig_atomic_t stop;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int port;   /* > 0 once listening */
-	bool ended; /* gs_server_run returned */
-	int rc;
-};
 
 static uint64_t now_us(void)
 {
@@ -54,80 +37,6 @@ static void sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
 	nanosleep(&ts, NULL);
-}
-
-static void on_ready(int port, void *arg)
-{
-	struct local_server *ls = arg;
-	pthread_mutex_lock(&ls->mu);
-	ls->port = port;
-	pthread_cond_broadcast(&ls->cv);
-	pthread_mutex_unlock(&ls->mu);
-}
-
-static void *server_main(void *arg)
-{
-	struct local_server *ls = arg;
-	int rc = gs_server_run(&ls->o);
-	pthread_mutex_lock(&ls->mu);
-	ls->rc = rc;
-	ls->ended = true;
-	pthread_cond_broadcast(&ls->cv);
-	pthread_mutex_unlock(&ls->mu);
-	return NULL;
-}
-
-/* Starts one worker process; returns its pid or -1. */
-static pid_t start_worker(const char *addr, unsigned slots, int index)
-{
-	char slots_s[16], name[64];
-	snprintf(slots_s, sizeof(slots_s), "%u", slots);
-	snprintf(name, sizeof(name), "local-%d", index);
-	pid_t pid = fork();
-	if (pid != 0)
-		return pid;
-	prctl(PR_SET_PDEATHSIG, SIGTERM);
-	if (getppid() == 1)
-		_exit(1); /* the parent is already gone */
-	char *args[] = {"gsched", "worker", "--server", (char *)addr, "--slots",
-	                slots_s,  "--name", name,       "--quiet",    NULL};
-	execv("/proc/self/exe", args);
-	fprintf(stderr, "gsched local: cannot run /proc/self/exe: %s\n", strerror(errno));
-	_exit(127);
-}
-
-/* SIGTERM, wait up to STOP_WAIT_MS, then SIGKILL what is left. */
-static void stop_workers(pid_t *pids, int n)
-{
-	for (int i = 0; i < n; i++)
-		if (pids[i] > 0)
-			kill(pids[i], SIGTERM);
-	int left = n;
-	for (int waited = 0; left > 0; waited += 10) {
-		left = 0;
-		for (int i = 0; i < n; i++) {
-			if (pids[i] <= 0)
-				continue;
-			if (waitpid(pids[i], NULL, WNOHANG) == pids[i])
-				pids[i] = 0;
-			else
-				left++;
-		}
-		if (left == 0)
-			break;
-		if (waited >= STOP_WAIT_MS) {
-			for (int i = 0; i < n; i++)
-				if (pids[i] > 0) {
-					kill(pids[i], SIGKILL);
-					waitpid(pids[i], NULL, 0);
-					pids[i] = 0;
-				}
-			fprintf(stderr, "gsched local: %d worker(s) killed after %d ms\n", left,
-			        STOP_WAIT_MS);
-			break;
-		}
-		sleep_ms(10);
-	}
 }
 
 /* --- the demo ------------------------------------------------------------ */
@@ -529,87 +438,29 @@ int gs_cli_local(int argc, char **argv, volatile sig_atomic_t *stop)
 		return 2;
 	}
 
-	struct local_server ls = {0};
-	pthread_mutex_init(&ls.mu, NULL);
-	pthread_cond_init(&ls.cv, NULL);
-	ls.o = (gs_server_opts){.listen = listen,
-	                        .grace_ms = 2000,
-	                        .stop = &ls.stop,
-	                        .on_ready = on_ready,
-	                        .arg = &ls,
-	                        .quiet = 1};
-	if (pthread_create(&ls.thread, NULL, server_main, &ls) != 0) {
-		fprintf(stderr, "gsched local: cannot start the server thread\n");
+	gs_local_cluster *lc = NULL;
+	gs_local_cluster_opts lo = {.listen = listen,
+	                            .workers = (unsigned)workers,
+	                            .slots = (unsigned)slots,
+	                            .prefix = "gsched local",
+	                            .stop = stop};
+	if (gs_local_cluster_start(&lo, &lc) != GS_OK)
 		return 1;
-	}
-	pthread_mutex_lock(&ls.mu);
-	while (!ls.port && !ls.ended)
-		pthread_cond_wait(&ls.cv, &ls.mu);
-	int port = ls.port;
-	pthread_mutex_unlock(&ls.mu);
-	if (!port) {
-		pthread_join(ls.thread, NULL);
-		fprintf(stderr, "gsched local: the server did not start (%s)\n",
-		        gs_strerror(ls.rc));
-		return 1;
-	}
-	char addr[64];
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
-	fprintf(stderr, "gsched local: server on %s, %lu workers x %lu slots\n", addr, workers,
-	        slots);
-
-	pid_t pids[64] = {0};
+	const char *addr = gs_local_cluster_addr(lc);
 	int status = 0;
-	for (unsigned long i = 0; i < workers; i++) {
-		pids[i] = start_worker(addr, (unsigned)slots, (int)i);
-		if (pids[i] < 0) {
-			fprintf(stderr, "gsched local: fork: %s\n", strerror(errno));
-			status = 1;
-			break;
-		}
-	}
-	/* Wait (bounded) for every worker to register, so the demo spreads. */
-	struct gs_client *cl = NULL;
-	char err[256];
-	if (status == 0 && gs_client_connect_err(addr, NULL, &cl, err, sizeof(err)) == GS_OK) {
-		for (int waited = 0; waited < 10000 && !*stop; waited += 20) {
-			struct gs_client_worker *w = NULL;
-			size_t nw = 0;
-			if (gs_client_list_workers(cl, false, &w, &nw) == GS_OK)
-				gs_client_workers_free(w, nw);
-			if (nw >= workers)
-				break;
-			sleep_ms(20);
-		}
-		gs_client_close(cl);
-	}
-	if (status == 0 && demo) {
+	if (demo) {
 		status = run_demo(addr, tasks, stop);
-	} else if (status == 0) {
+	} else {
 		fprintf(stderr,
 		        "gsched local: serving; use GSCHED_SERVER=%s gsched submit ...; "
 		        "Ctrl-C stops\n",
 		        addr);
 		while (!*stop) {
-			for (unsigned long i = 0; i < workers; i++) {
-				int st;
-				if (pids[i] > 0 && waitpid(pids[i], &st, WNOHANG) == pids[i]) {
-					fprintf(
-					    stderr,
-					    "gsched local: worker %lu exited (%d); restarting\n", i,
-					    WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
-					pids[i] = start_worker(addr, (unsigned)slots, (int)i);
-				}
-			}
+			gs_local_cluster_restart_dead(lc);
 			sleep_ms(100);
 		}
 	}
-	stop_workers(pids, (int)workers);
-	__atomic_store_n(&ls.stop, 1, __ATOMIC_RELEASE);
-	pthread_join(ls.thread, NULL);
-	pthread_mutex_destroy(&ls.mu);
-	pthread_cond_destroy(&ls.cv);
-	if (ls.rc != GS_OK)
+	if (gs_local_cluster_stop(lc) != GS_OK)
 		status = 1;
 	return status;
 }
