@@ -223,10 +223,10 @@ int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t
 		atomic_store_explicit(&s->status, 0, memory_order_relaxed);
 		atomic_store_explicit(&s->reason, GS_REASON_NONE, memory_order_relaxed);
 		s->t_submit_us = now_us;
-		atomic_store_explicit(&s->t_assign_us, 0, memory_order_relaxed);
-		atomic_store_explicit(&s->t_start_us, 0, memory_order_relaxed);
-		atomic_store_explicit(&s->t_finish_us, 0, memory_order_relaxed);
-		s->not_before_us = sp->not_before_us > now_us ? sp->not_before_us : 0;
+		atomic_store_explicit(&s->t_assign, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->t_start, 0, memory_order_relaxed);
+		atomic_store_explicit(&s->t_finish, 0, memory_order_relaxed);
+		s->not_before = sp->not_before_us > now_us ? gs_ts_pack(now_us, sp->not_before_us) : 0;
 		if (sp->payload_len == 0) {
 			s->payload_ref = GS_REF_NONE;
 		} else if (sp->payload_len <= GS_INLINE_BYTES) {
@@ -251,7 +251,7 @@ int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t
 		uint32_t gen = gs_task_id_gen(ids[i]);
 		uint64_t w = gs_word_make(gen, 0, 0, false, GS_TASK_RESERVED);
 		COUNT(e, s->queue, submitted, 1);
-		if (s->not_before_us) {
+		if (s->not_before) {
 			/* linked: the inbox refers to the slot until delayed_take
 			 * unlinks it, so a cancel + release cannot free (and
 			 * reuse) it while it is still on the inbox's chain. */
@@ -299,7 +299,8 @@ static int claim(gs_engine *e, uint64_t id, uint32_t wslot, uint64_t now_us, gs_
 			                             false, GS_TASK_ASSIGNED);
 			if (!gs_task_table_cas(s, &w, want))
 				continue;
-			atomic_store_explicit(&s->t_assign_us, now_us, memory_order_relaxed);
+			atomic_store_explicit(&s->t_assign, gs_ts_pack(s->t_submit_us, now_us),
+					      memory_order_relaxed);
 			gs_worker_pool_load_add(&e->wp, wslot, 1);
 			COUNT(e, q, queued, -1);
 			COUNT(e, q, assigned, 1);
@@ -399,7 +400,8 @@ int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attem
 		return GS_OK; /* a repeated report */
 	if (!gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_RUNNING)))
 		return GS_ESTALE;
-	atomic_store_explicit(&s->t_start_us, now_us, memory_order_relaxed);
+	atomic_store_explicit(&s->t_start, gs_ts_pack(s->t_submit_us, now_us),
+			      memory_order_relaxed);
 	return GS_OK;
 }
 
@@ -441,8 +443,10 @@ int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t atte
 	atomic_store_explicit(&s->reason, o->reason ? o->reason : GS_REASON_EXIT,
 	                      memory_order_relaxed);
 	if (o->started_us)
-		atomic_store_explicit(&s->t_start_us, o->started_us, memory_order_relaxed);
-	atomic_store_explicit(&s->t_finish_us, o->finished_us ? o->finished_us : now_us,
+		atomic_store_explicit(&s->t_start, gs_ts_pack(s->t_submit_us, o->started_us),
+				      memory_order_relaxed);
+	atomic_store_explicit(&s->t_finish,
+			      gs_ts_pack(s->t_submit_us, o->finished_us ? o->finished_us : now_us),
 	                      memory_order_relaxed);
 	uint32_t fin = o->failed ? GS_TASK_FAILED : GS_TASK_DONE;
 	uint32_t q = s->queue; /* held: after the store below the slot may be reused */
@@ -481,7 +485,8 @@ int gs_engine_cancel(gs_engine *e, uint64_t task, uint64_t now_us, uint64_t *wor
 		if (!gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_CANCELLED)))
 			continue;
 		atomic_store_explicit(&s->reason, GS_REASON_CANCELLED, memory_order_relaxed);
-		atomic_store_explicit(&s->t_finish_us, now_us, memory_order_relaxed);
+		atomic_store_explicit(&s->t_finish, gs_ts_pack(s->t_submit_us, now_us),
+				      memory_order_relaxed);
 		COUNT(e, q, cancelled, 1);
 		if (st == GS_TASK_QUEUED)
 			COUNT(e, q, queued, -1);
@@ -555,10 +560,13 @@ int gs_engine_task_info(const gs_engine *e, uint64_t task, gs_task_info *out)
 	out->result_len = final ? s->result_len : 0;
 	out->result_dropped = final && (s->flags & RESULT_DROPPED);
 	out->submitted_us = s->t_submit_us;
-	out->assigned_us = atomic_load_explicit(&s->t_assign_us, memory_order_relaxed);
-	out->started_us = atomic_load_explicit(&s->t_start_us, memory_order_relaxed);
-	out->finished_us = atomic_load_explicit(&s->t_finish_us, memory_order_relaxed);
-	out->not_before_us = s->not_before_us;
+	out->assigned_us = gs_ts_unpack(
+		s->t_submit_us, atomic_load_explicit(&s->t_assign, memory_order_relaxed));
+	out->started_us = gs_ts_unpack(s->t_submit_us,
+				       atomic_load_explicit(&s->t_start, memory_order_relaxed));
+	out->finished_us = gs_ts_unpack(s->t_submit_us,
+					atomic_load_explicit(&s->t_finish, memory_order_relaxed));
+	out->not_before_us = gs_ts_unpack(s->t_submit_us, s->not_before);
 	return GS_OK;
 }
 
@@ -717,7 +725,8 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 			continue;
 		atomic_store_explicit(&s->status, -1, memory_order_relaxed);
 		atomic_store_explicit(&s->reason, GS_REASON_WORKER_LOST, memory_order_relaxed);
-		atomic_store_explicit(&s->t_finish_us, now_us, memory_order_relaxed);
+		atomic_store_explicit(&s->t_finish, gs_ts_pack(s->t_submit_us, now_us),
+				      memory_order_relaxed);
 		/* release: reason and time are visible with FAILED. */
 		atomic_store_explicit(&s->word, gs_word_with_state(want, GS_TASK_FAILED),
 		                      memory_order_release);

@@ -65,17 +65,22 @@ enum gs_task_reason {
 	GS_REASON_TIMEOUT = 4,
 };
 
-#define GS_INLINE_BYTES   24u
+#define GS_INLINE_BYTES   40u
 #define GS_REF_NONE       0u          /* no bytes */
 #define GS_REF_INLINE     UINT32_MAX  /* bytes are in slot->inline_data */
 #define GS_MAX_ATTEMPT    127u
 #define GS_TASK_ID_NONE   0u
 
-/* One task: 112 bytes, so a queued task with a small payload costs 128 with its queue node. */
+/*
+ * One task: 112 bytes, so a queued task costs 128 with its queue node.  Times
+ * after submission are 32-bit offsets from t_submit_us (gs_ts_pack): exact
+ * to the microsecond for 35 minutes, then to the millisecond for 24 days.
+ */
 struct gs_task_slot {
 	_Atomic uint64_t word;      /* the state word above */
+	uint64_t t_submit_us;       /* written while RESERVED */
 	_Atomic uint32_t link;      /* free list / delayed inbox: slot index + 1 */
-	uint16_t queue;             /* written while RESERVED */
+	uint16_t queue;
 	uint8_t priority;
 	uint8_t max_retries;
 	uint32_t timeout_ms;
@@ -87,13 +92,33 @@ struct gs_task_slot {
 	_Atomic uint8_t reason;     /* enum gs_task_reason */
 	uint8_t flags;
 	uint16_t reserved;
-	uint64_t t_submit_us;
-	_Atomic uint64_t t_assign_us;
-	_Atomic uint64_t t_start_us;
-	_Atomic uint64_t t_finish_us;
-	uint64_t not_before_us;
+	_Atomic uint32_t t_assign;  /* gs_ts_pack offsets from t_submit_us; 0: not yet */
+	_Atomic uint32_t t_start;
+	_Atomic uint32_t t_finish;
+	uint32_t not_before;        /* written while RESERVED; 0: not delayed */
 	uint8_t inline_data[GS_INLINE_BYTES];
 };
+
+/* A time as an offset from `base` (0 stays "unset"; earlier times clamp to base). */
+static inline uint32_t gs_ts_pack(uint64_t base_us, uint64_t t_us)
+{
+	if (t_us == 0)
+		return 0;
+	uint64_t d = (t_us > base_us ? t_us - base_us : 0) + 1;
+	if (d < 0x80000000u)
+		return (uint32_t)d;
+	uint64_t ms = d / 1000;
+	return 0x80000000u | (uint32_t)(ms < 0x7fffffffu ? ms : 0x7fffffffu);
+}
+
+static inline uint64_t gs_ts_unpack(uint64_t base_us, uint32_t v)
+{
+	if (v == 0)
+		return 0;
+	if (v & 0x80000000u)
+		return base_us + (uint64_t)(v & 0x7fffffffu) * 1000;
+	return base_us + v - 1;
+}
 
 /* --- the state word --------------------------------------------------- */
 

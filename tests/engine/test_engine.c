@@ -186,16 +186,16 @@ static void t_path_failed_dispatch(void **st)
 	assert_int_equal(a.worker, w);
 	/* ASSIGNED -> FAILED directly (no start), with a status. */
 	gs_outcome o = outcome(true, 3, NULL, 0);
-	o.started_us = 77;
-	o.finished_us = 88;
+	o.started_us = NOW + 77;
+	o.finished_us = NOW + 88;
 	assert_int_equal(gs_engine_finish(e, id, w, 1, &o, NOW), GS_OK);
 	gs_task_info ti;
 	assert_int_equal(gs_engine_task_info(e, id, &ti), GS_OK);
 	assert_int_equal(ti.state, GS_TASK_FAILED);
 	assert_int_equal(ti.status, 3);
 	assert_int_equal(ti.reason, GS_REASON_EXIT);
-	assert_int_equal(ti.started_us, 77);
-	assert_int_equal(ti.finished_us, 88);
+	assert_int_equal(ti.started_us, NOW + 77);
+	assert_int_equal(ti.finished_us, NOW + 88);
 	const uint8_t *p;
 	uint32_t len;
 	assert_int_equal(gs_engine_task_result(e, id, &p, &len), GS_OK);
@@ -578,13 +578,13 @@ static void check_payload(gs_engine *e, uint64_t id, uint32_t len, uint32_t seed
 	}
 }
 
-/* Inline up to 24 bytes: those never use the arena, 25 bytes do. */
+/* Inline up to GS_INLINE_BYTES: those never use the arena, one more byte does. */
 static void t_payload_inline_vs_arena(void **st)
 {
 	(void)st;
-	/* One 64 KiB arena page: 2048 blocks of 32 bytes. */
+	/* One 64 KiB arena page: 1024 blocks of 64 bytes (GS_INLINE_BYTES + 1 <= 64). */
 	gs_engine *e = gs_test_engine(8192, 4, 4096, 65536);
-	uint8_t buf[32];
+	uint8_t buf[GS_INLINE_BYTES + 1];
 	uint64_t id;
 	for (uint32_t i = 0; i < 3000; i++) {
 		fill(buf, GS_INLINE_BYTES, i);
@@ -594,33 +594,33 @@ static void t_payload_inline_vs_arena(void **st)
 			check_payload(e, id, GS_INLINE_BYTES, i);
 	}
 	uint64_t first = 0;
-	for (uint32_t i = 0; i < 2048; i++) {
-		fill(buf, 25, i);
-		gs_task_spec s = gs_test_spec(DQ, 1, buf, 25);
+	for (uint32_t i = 0; i < 1024; i++) {
+		fill(buf, GS_INLINE_BYTES + 1, i);
+		gs_task_spec s = gs_test_spec(DQ, 1, buf, GS_INLINE_BYTES + 1);
 		assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &id), GS_OK);
 		if (i == 0)
 			first = id;
 	}
-	check_payload(e, first, 25, 0);
-	check_payload(e, id, 25, 2047);
-	gs_task_spec s = gs_test_spec(DQ, 1, buf, 25);
+	check_payload(e, first, GS_INLINE_BYTES + 1, 0);
+	check_payload(e, id, GS_INLINE_BYTES + 1, 1023);
+	gs_task_spec s = gs_test_spec(DQ, 1, buf, GS_INLINE_BYTES + 1);
 	uint64_t x;
 	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &x), GS_EFULL);
 	/* Inline still works with the arena full. */
-	s.payload_len = 24;
+	s.payload_len = GS_INLINE_BYTES;
 	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &x), GS_OK);
 	/* Freed with the task: cancel + pop (drops it) + release. */
 	assert_int_equal(gs_engine_cancel(e, first, NOW, NULL, NULL), GS_OK);
 	assert_int_equal(gs_engine_release(e, first), GS_OK);
 	uint64_t w = worker(e, 1);
 	gs_assignment a;
-	/* prio 1 first: the 2047 left of the 25-byte ones, then the new one. */
+	/* prio 1 first: the 1023 left of the one-byte-over ones, then the new one. */
 	assert_int_equal(gs_engine_pop_assign(e, DQ, w, NOW, &a), GS_OK);
-	check_payload(e, a.task, 25, 1);
-	s.payload_len = 25;
-	fill(buf, 25, 77);
+	check_payload(e, a.task, GS_INLINE_BYTES + 1, 1);
+	s.payload_len = GS_INLINE_BYTES + 1;
+	fill(buf, GS_INLINE_BYTES + 1, 77);
 	assert_int_equal(gs_engine_submit(e, &s, 1, NOW, &x), GS_OK);
-	check_payload(e, x, 25, 77);
+	check_payload(e, x, GS_INLINE_BYTES + 1, 77);
 	GS_CHECK(e);
 	gs_engine_close(e, false);
 }
@@ -705,11 +705,11 @@ static void t_results(void **st)
 	uint64_t w = worker(e, 64);
 	uint64_t ids[6];
 	finish_with(e, w, &ids[0], 10, 14, 1); /* both inline */
-	finish_with(e, w, &ids[1], 10, 20, 2); /* result to the arena */
-	finish_with(e, w, &ids[2], 40, 10, 3); /* payload in the arena, result inline */
-	finish_with(e, w, &ids[3], 40, 60, 4); /* both in the arena */
-	finish_with(e, w, &ids[4], 0, 24, 5);  /* no payload, result fills inline */
-	finish_with(e, w, &ids[5], 24, 1, 6);  /* payload fills inline */
+	finish_with(e, w, &ids[1], 10, GS_INLINE_BYTES - 9, 2);  /* result to the arena */
+	finish_with(e, w, &ids[2], GS_INLINE_BYTES + 1, 10, 3); /* payload in the arena */
+	finish_with(e, w, &ids[3], GS_INLINE_BYTES + 1, 60, 4); /* both in the arena */
+	finish_with(e, w, &ids[4], 0, GS_INLINE_BYTES, 5);      /* result fills inline */
+	finish_with(e, w, &ids[5], GS_INLINE_BYTES, 1, 6);      /* payload fills inline */
 
 	/* Result over the maximum: refused, nothing changed. */
 	uint64_t x = submit1(e, DQ, 0, 0), y = submit1(e, DQ, 0, 0);
