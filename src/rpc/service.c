@@ -47,6 +47,7 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	s->started_us = gs_now_us();
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->wake_mu, NULL);
+	pthread_mutex_init(&s->sched_mu, NULL);
 	pthread_cond_init(&s->wake_cv, NULL);
 	s->waits.next_wait = s->waits.prev_wait = &s->waits;
 	gs_delay_timer_init(&s->timer);
@@ -87,6 +88,7 @@ void gs_service_destroy(gs_service *s)
 	gs_delay_timer_free(&s->timer);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->wake_mu);
+	pthread_mutex_destroy(&s->sched_mu);
 	pthread_cond_destroy(&s->wake_cv);
 	free(s);
 }
@@ -135,29 +137,56 @@ void gs_service_wait_work(gs_service *s, int timeout_ms)
 	atomic_store_explicit(&s->wake_flag, false, memory_order_release);
 }
 
-size_t gs_service_schedule(gs_service *s, uint64_t now_us, uint64_t *next_due_us)
+/* One dispatch pass of at most `budget` tasks; the caller holds sched_mu. */
+static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, bool *more)
 {
-	size_t released = 0, total = 0;
-	gs_delay_timer_poll(&s->timer, s->eng, now_us, next_due_us, &released);
-	if (atomic_load_explicit(&s->stopping, memory_order_acquire))
-		return 0;
+	size_t total = 0;
+	*more = false;
 	gs_pb_buf buf;
 	gs_pb_buf_init(&buf);
 	for (uint32_t q = 0; q < GS_MAX_QUEUES; q++) {
 		if (!gs_engine_queue_name(s->eng, q))
 			continue;
 		/* A bounded turn per queue keeps the queues fair to each other. */
-		for (int n = 0; n < 4096; n++) {
+		size_t turn = 0;
+		for (; turn < budget; turn++) {
 			gs_assignment a;
 			if (gs_engine_dispatch(s->eng, q, now_us, &a) != GS_OK)
 				break;
 			gs_worker_send_assignment(s, &a, &buf);
-			total++;
 		}
+		total += turn;
+		*more |= turn == budget;
 	}
 	gs_pb_buf_free(&buf);
 	atomic_fetch_add_explicit(&s->dispatched, total, memory_order_relaxed);
 	return total;
+}
+
+size_t gs_service_schedule(gs_service *s, uint64_t now_us, uint64_t *next_due_us)
+{
+	size_t released = 0, total = 0;
+	bool more;
+	pthread_mutex_lock(&s->sched_mu);
+	gs_delay_timer_poll(&s->timer, s->eng, now_us, next_due_us, &released);
+	if (!atomic_load_explicit(&s->stopping, memory_order_acquire))
+		total = schedule_locked(s, now_us, 4096, &more);
+	pthread_mutex_unlock(&s->sched_mu);
+	return total;
+}
+
+void gs_service_kick(gs_service *s)
+{
+	if (atomic_load_explicit(&s->stopping, memory_order_acquire) ||
+	    pthread_mutex_trylock(&s->sched_mu) != 0) {
+		gs_service_wake(s);
+		return;
+	}
+	bool more;
+	schedule_locked(s, gs_now_us(), 64, &more);
+	pthread_mutex_unlock(&s->sched_mu);
+	if (more)
+		gs_service_wake(s); /* a backlog: the scheduler thread takes it */
 }
 
 void gs_service_tick(gs_service *s, uint64_t now_us)

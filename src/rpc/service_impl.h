@@ -86,7 +86,11 @@ struct gs_service {
 	atomic_bool wake_flag;
 	atomic_bool sleeping;
 
-	gs_delay_timer timer; /* the scheduler's */
+	/* The Main Scheduler's role: whoever holds sched_mu dispatches (the
+	 * scheduler thread, or an RPC thread that just queued work or freed a
+	 * worker slot and found the role free: one thread hop less). */
+	pthread_mutex_t sched_mu;
+	gs_delay_timer timer; /* under sched_mu */
 
 	_Atomic uint64_t dispatched, results, stale_results, workers_lost;
 };
@@ -112,6 +116,10 @@ int gs_worker_send_assignment(gs_service *s, const gs_assignment *a, gs_pb_buf *
 /* task_service.c, admin_service.c */
 int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv);
 int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv);
+
+/* New work may be dispatchable: dispatch now if the scheduler role is free,
+ * else wake the scheduler thread.  Call with no other lock held. */
+void gs_service_kick(gs_service *s);
 
 /* Reads a task for a reply: info and stored result (NULL if not final). */
 int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_t **res,

@@ -118,7 +118,7 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			               ? "task table or payload arena full: nothing queued"
 			               : NULL);
 		} else {
-			gs_service_wake(s);
+			gs_service_kick(s);
 			gs_pb_buf b;
 			gs_pb_buf_init(&b);
 			size_t m = gs_pb_begin(&b, 1); /* packed repeated fixed64 */
@@ -224,7 +224,7 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		gs_pb_buf_free(&packed);
 		put_ack(&acks, it->client_seq, id, rc, err);
 	}
-	gs_service_wake(s);
+	gs_service_kick(s);
 	if (!acks.oom && acks.len && gs_rpc_call_send(call, acks.data, acks.len) != GS_OK)
 		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "client too slow");
 	gs_pb_buf_free(&acks);
@@ -445,7 +445,7 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
 	gs_pb_buf_free(&b);
 	gsched__v1__cancel_request__free_unpacked(req, NULL);
-	gs_service_wake(s);
+	gs_service_kick(s);
 }
 
 /* --- Watch ----------------------------------------------------------- */

@@ -64,7 +64,7 @@ void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
 	}
 	gs_worker_table_read_unlock();
 	gs_worker_table_remove(s->workers, wid);
-	gs_service_wake(s);
+	gs_service_kick(s);
 }
 
 static int send_to_worker(gs_service *s, uint64_t wid, const gs_pb_buf *b)
@@ -189,7 +189,7 @@ static void do_register(struct worker_conn *c, const Gsched__V1__Register *r)
 	gs_pb_end(&b, m);
 	gs_rpc_call_send(c->call, b.data, b.len);
 	gs_pb_buf_free(&b);
-	gs_service_wake(s);
+	gs_service_kick(s);
 }
 
 static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
@@ -267,7 +267,7 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			for (size_t i = 0; i < n_done; i++)
 				gs_plm_finished(s, done[i], now);
 			pthread_mutex_unlock(&s->mu);
-			gs_service_wake(s);
+			gs_service_kick(s);
 		}
 		free(done);
 	}
