@@ -134,6 +134,10 @@ struct agent {
 	struct task *fifo_head, *fifo_tail;
 	size_t n_fifo;
 	struct plist unsent, sent;
+	/* Started notices gathered in one iteration (each a packed WorkerUp),
+	 * sent in front of the results by flush_unsent. */
+	uint8_t *started;
+	size_t started_len, started_cap;
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -280,36 +284,57 @@ static void plist_clear(struct plist *l)
 	}
 }
 
-/* Sends what is unsent, in order, while the session is registered. */
+/* Sends what is unsent, in order, while the session is registered: the
+ * started notices and every unsent result concatenated into one message (each
+ * is a packed WorkerUp, so their concatenation is one WorkerUp). */
 static void flush_unsent(struct agent *a)
 {
 	if (a->st != S_READY)
 		return;
 	a->send_blocked = false;
 	int64_t now = mono_ms();
-	while (a->unsent.head) {
+	while (a->unsent.head || a->started_len) {
+		/* The batch: the notices, then results while they fit one message. */
+		size_t total = a->started_len, n = 0;
 		struct pending *p = a->unsent.head;
-		int rc = gs_rpc_stream_send(a->stream, p->bytes, p->len);
-		if (rc == GS_EFULL) {
-			a->send_blocked = true;
-			return;
-		}
-		if (rc != GS_OK && rc != GS_ETOOBIG && rc != GS_EINVAL)
-			return; /* the stream is ending: kept for the next session */
-		plist_pop(&a->unsent);
-		if (rc != GS_OK) { /* cannot ever be sent */
+		if (p && p->len > MAX_MESSAGE - a->started_len && a->started_len == 0) {
+			plist_pop(&a->unsent); /* cannot ever be sent */
 			emit(a, GS_WORKER_EV_NOTICE, 0, 0,
 			     "dropping the result of task %016" PRIx64 ": %s", p->id,
-			     gs_strerror(rc));
+			     gs_strerror(GS_ETOOBIG));
 			free(p->bytes);
 			free(p);
 			continue;
 		}
-		if (p->interval_ms == 0)
-			p->interval_ms =
-			    2 * a->hb_ms > RESEND_MIN_MS ? 2 * a->hb_ms : RESEND_MIN_MS;
-		p->due_ms = now + p->interval_ms;
-		plist_push(&a->sent, p);
+		for (; p && total + p->len <= MAX_MESSAGE; p = p->next, n++)
+			total += p->len;
+		uint8_t *buf = malloc(total ? total : 1);
+		if (buf == NULL)
+			return; /* kept: retried on the next iteration */
+		memcpy(buf, a->started, a->started_len);
+		size_t off = a->started_len;
+		p = a->unsent.head;
+		for (size_t i = 0; i < n; i++, p = p->next) {
+			memcpy(buf + off, p->bytes, p->len);
+			off += p->len;
+		}
+		int rc = gs_rpc_stream_send(a->stream, buf, total);
+		free(buf);
+		if (rc == GS_EFULL) {
+			a->send_blocked = true;
+			return;
+		}
+		if (rc != GS_OK)
+			return; /* the stream is ending: results kept for the next session */
+		a->started_len = 0;
+		for (size_t i = 0; i < n; i++) {
+			p = plist_pop(&a->unsent);
+			if (p->interval_ms == 0)
+				p->interval_ms =
+				    2 * a->hb_ms > RESEND_MIN_MS ? 2 * a->hb_ms : RESEND_MIN_MS;
+			p->due_ms = now + p->interval_ms;
+			plist_push(&a->sent, p);
+		}
 	}
 }
 
@@ -339,7 +364,7 @@ static void result_queue(struct agent *a, uint64_t id, uint32_t attempt, uint8_t
 		free(old);
 	}
 	plist_push(&a->unsent, p);
-	flush_unsent(a);
+	/* Sent by the main loop's flush_unsent, batched with its neighbours. */
 }
 
 /* Moves the results due for a resend back to the unsent list. */
@@ -421,17 +446,32 @@ static void report_failed(struct agent *a, uint64_t id, uint32_t attempt,
 	report(a, id, attempt, state, -1, NULL, 0, false, error, 0, real_us());
 }
 
+/* Gathers a Started notice for the next flush (informational: if memory or
+ * the stream fails, it is lost and the result still carries started_us). */
 static void send_started(struct agent *a, uint64_t id, uint32_t attempt)
 {
-	Gsched__V1__Started s = GSCHED__V1__STARTED__INIT;
-	s.id = id;
-	s.attempt = attempt;
-	s.started_us = real_us();
-	Gsched__V1__Started *sp = &s;
+	Gsched__V1__Started st = GSCHED__V1__STARTED__INIT;
+	st.id = id;
+	st.attempt = attempt;
+	st.started_us = real_us();
+	Gsched__V1__Started *sp = &st;
 	Gsched__V1__WorkerUp up = GSCHED__V1__WORKER_UP__INIT;
 	up.n_started = 1;
 	up.started = &sp;
-	(void)send_up(a, &up); /* informational: a full queue or a dying stream loses it */
+	size_t n = gsched__v1__worker_up__get_packed_size(&up);
+	if (a->started_len + n > a->started_cap) {
+		size_t cap = a->started_cap ? a->started_cap * 2 : 4096;
+		while (cap < a->started_len + n)
+			cap *= 2;
+		if (cap > MAX_MESSAGE / 2)
+			return;
+		uint8_t *b = realloc(a->started, cap);
+		if (b == NULL)
+			return;
+		a->started = b;
+		a->started_cap = cap;
+	}
+	a->started_len += gsched__v1__worker_up__pack(&up, a->started + a->started_len);
 }
 
 static void send_heartbeat(struct agent *a)
@@ -898,6 +938,7 @@ static void inbox_clear(struct agent *a)
 
 static void session_open(struct agent *a)
 {
+	a->started_len = 0; /* notices of the last session's tasks are moot */
 	static const struct gs_rpc_stream_ops ops = {st_on_message, st_on_close};
 	inbox_clear(a);
 	a->local_reason[0] = 0;
@@ -1084,6 +1125,7 @@ static void agent_free(struct agent *a)
 	plist_clear(&a->sent);
 	free(a->run);
 	free(a->name);
+	free(a->started);
 	pthread_mutex_destroy(&a->in_mu);
 	free(a);
 }

@@ -66,6 +66,8 @@ void gs_plm_waiter_unref(gs_service *s, struct waiter *w)
 	if (w->call)
 		gs_rpc_call_unref(w->call);
 	free(w->ids);
+	free(w->out_ids);
+	gs_pb_buf_free(&w->out);
 	free(w);
 }
 
@@ -193,7 +195,8 @@ void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete)
 	gs_plm_unsubscribe_all(s, w);
 }
 
-/* Sends one result or event; true when a SubmitStream got the result. */
+/* Gathers one result or event into w->out; true when it is a SubmitStream's
+ * result (the flush releases the task once it is sent). */
 static bool stream_deliver(gs_service *s, struct waiter *w, uint64_t id)
 {
 	gs_task_info info;
@@ -201,43 +204,78 @@ static bool stream_deliver(gs_service *s, struct waiter *w, uint64_t id)
 	uint32_t res_len;
 	if (w->closed || gs_service_read(s, id, &info, &res, &res_len) != GS_OK)
 		return false;
-	bool delivered = false;
-	gs_pb_buf b;
-	gs_pb_buf_init(&b);
+	gs_pb_buf *b = &w->out;
 	if (w->kind == W_STREAM) {
-		gs_codec_put_result(&b, 2, &info, res, res_len, true);
+		gs_codec_put_result(b, 2, &info, res, res_len, true);
 	} else {
-		size_t ev = gs_pb_begin(&b, 1);
-		gs_pb_put_fixed64(&b, 1, id);
-		gs_pb_put_varint(&b, 2, (uint64_t)gs_codec_state(info.state));
-		gs_pb_put_varint(&b, 3, info.attempt);
-		gs_pb_put_fixed64(&b, 4, info.worker);
-		gs_pb_put_varint(&b, 5, info.finished_us);
-		gs_codec_put_result(&b, 6, &info, res, res_len, w->include_output);
-		gs_pb_end(&b, ev);
+		size_t ev = gs_pb_begin(b, 1);
+		gs_pb_put_fixed64(b, 1, id);
+		gs_pb_put_varint(b, 2, (uint64_t)gs_codec_state(info.state));
+		gs_pb_put_varint(b, 3, info.attempt);
+		gs_pb_put_fixed64(b, 4, info.worker);
+		gs_pb_put_varint(b, 5, info.finished_us);
+		gs_codec_put_result(b, 6, &info, res, res_len, w->include_output);
+		gs_pb_end(b, ev);
 	}
-	if (!b.oom && gs_rpc_call_send(w->call, b.data, b.len) == GS_OK) {
-		delivered = w->kind == W_STREAM;
-	} else {
-		/* The client stopped reading: end its stream rather than grow
-		 * without bound.  Its tasks' results stay fetchable by Wait. */
-		gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED,
-		                   "client too slow: outbound queue full");
-		w->closed = true;
-	}
-	gs_pb_buf_free(&b);
 	if (w->pending)
 		w->pending--;
-	if (w->half_closed && w->pending == 0 && !w->closed) {
-		gs_rpc_call_finish(w->call, GS_RPC_OK, NULL);
-		w->closed = true;
+	if (!w->dirty) {
+		w->dirty = true;
+		w->refs++; /* the dirty list's reference */
+		w->next_dirty = s->dirty;
+		s->dirty = w;
 	}
-	return delivered;
+	if (w->kind != W_STREAM)
+		return false;
+	if (w->n_out_ids == w->cap_out_ids) {
+		size_t cap = w->cap_out_ids ? w->cap_out_ids * 2 : 64;
+		uint64_t *ids = realloc(w->out_ids, cap * sizeof(*ids));
+		if (!ids)
+			return false; /* kept instead: fetchable by Wait until its TTL */
+		w->out_ids = ids;
+		w->cap_out_ids = cap;
+	}
+	w->out_ids[w->n_out_ids++] = id;
+	return true;
+}
+
+void gs_plm_flush(gs_service *s, uint64_t now_us)
+{
+	while (s->dirty) {
+		struct waiter *w = s->dirty;
+		s->dirty = w->next_dirty;
+		w->dirty = false;
+		bool sent = false;
+		if (!w->closed && !w->out.oom && w->out.len) {
+			sent = gs_rpc_call_send(w->call, w->out.data, w->out.len) == GS_OK;
+			if (!sent) {
+				/* The client stopped reading: end its stream rather
+				 * than grow without bound. */
+				gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED,
+				                   "client too slow: outbound queue full");
+				w->closed = true;
+			}
+		}
+		/* Sent: fetched, released.  Not sent: kept for Wait until its TTL. */
+		for (size_t i = 0; i < w->n_out_ids; i++) {
+			if (sent)
+				gs_engine_release(s->eng, w->out_ids[i]);
+			else
+				gs_plm_retain(s, w->out_ids[i], now_us);
+		}
+		w->n_out_ids = 0;
+		gs_pb_buf_reset(&w->out);
+		if (w->half_closed && w->pending == 0 && !w->closed) {
+			gs_rpc_call_finish(w->call, GS_RPC_OK, NULL);
+			w->closed = true;
+		}
+		gs_plm_waiter_unref(s, w);
+	}
 }
 
 void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us)
 {
-	bool fetched = false;
+	bool fetched = false, handed = false;
 	struct sub *none = NULL;
 	/* No table yet (nothing was ever subscribed): nobody waits. */
 	struct sub **pp = s->n_buckets ? &s->buckets[bucket_of(s, id)] : &none;
@@ -261,16 +299,17 @@ void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us)
 				}
 			}
 		} else {
-			fetched |= stream_deliver(s, w, id);
+			handed |= stream_deliver(s, w, id);
 		}
 		w->refs--; /* the subscription's reference: ours keeps w alive */
 		gs_plm_waiter_unref(s, w);
 		pp = &s->buckets[bucket_of(s, id)]; /* the chain may have changed */
 	}
-	if (fetched)
+	if (fetched && !handed)
 		gs_engine_release(s->eng, id);
-	else
+	else if (!handed)
 		gs_plm_retain(s, id, now_us);
+	/* handed to a stream: released or retained by gs_plm_flush */
 }
 
 void gs_plm_free(gs_service *s)

@@ -51,6 +51,14 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	pthread_cond_init(&s->wake_cv, NULL);
 	s->waits.next_wait = s->waits.prev_wait = &s->waits;
 	gs_delay_timer_init(&s->timer);
+	uint32_t mw = gs_engine_geom(e)->max_workers;
+	s->batch.pos = malloc(mw * sizeof(*s->batch.pos));
+	if (!s->batch.pos) {
+		free(s);
+		return GS_ENOMEM;
+	}
+	for (uint32_t i = 0; i < mw; i++)
+		s->batch.pos[i] = -1;
 	int rc = gs_worker_table_create(conn_free, s, &s->workers);
 	if (rc != GS_OK) {
 		free(s);
@@ -86,6 +94,10 @@ void gs_service_destroy(gs_service *s)
 	gs_plm_free(s);
 	pthread_mutex_unlock(&s->mu);
 	gs_delay_timer_free(&s->timer);
+	for (size_t i = 0; i < s->batch.cap; i++)
+		gs_pb_buf_free(&s->batch.ent[i].buf);
+	free(s->batch.ent);
+	free(s->batch.pos);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->wake_mu);
 	pthread_mutex_destroy(&s->sched_mu);
@@ -142,8 +154,6 @@ static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, boo
 {
 	size_t total = 0;
 	*more = false;
-	gs_pb_buf buf;
-	gs_pb_buf_init(&buf);
 	for (uint32_t q = 0; q < GS_MAX_QUEUES; q++) {
 		if (!gs_engine_queue_name(s->eng, q))
 			continue;
@@ -153,12 +163,12 @@ static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, boo
 			gs_assignment a;
 			if (gs_engine_dispatch(s->eng, q, now_us, &a) != GS_OK)
 				break;
-			gs_worker_send_assignment(s, &a, &buf);
+			gs_worker_batch_add(s, &a);
 		}
 		total += turn;
 		*more |= turn == budget;
 	}
-	gs_pb_buf_free(&buf);
+	gs_worker_batch_flush(s);
 	atomic_fetch_add_explicit(&s->dispatched, total, memory_order_relaxed);
 	return total;
 }

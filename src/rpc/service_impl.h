@@ -33,12 +33,30 @@ struct waiter {
 	bool include_output;
 	uint64_t deadline_us;
 	struct waiter *next_wait, *prev_wait; /* list of open Waits */
+	/* Stream/watch output gathered under mu and sent as one message by
+	 * gs_plm_flush; the tasks it carries are released once it is sent. */
+	gs_pb_buf out;
+	uint64_t *out_ids;
+	size_t n_out_ids, cap_out_ids;
+	struct waiter *next_dirty; /* on s->dirty while out holds something */
+	bool dirty;
 };
 
 struct sub {
 	struct sub *next;
 	uint64_t id;
 	struct waiter *w;
+};
+
+/* Assignments gathered per worker during one dispatch pass, sent as one
+ * message per worker at its end.  Owned by the holder of sched_mu. */
+struct assign_batch {
+	struct assign_ent {
+		uint64_t wid;
+		gs_pb_buf buf;
+	} *ent;
+	size_t n, cap;
+	int32_t *pos; /* per worker slot: index in ent, or -1 */
 };
 
 struct retained {
@@ -75,6 +93,7 @@ struct gs_service {
 	struct sub **buckets;
 	size_t n_buckets, n_subs;
 	struct waiter waits; /* sentinel of the open-Wait list */
+	struct waiter *dirty; /* waiters with output to flush */
 	struct retained *ret;
 	size_t ret_head, ret_len, ret_cap;
 	char handlers[32][64]; /* handler names workers advertised */
@@ -91,6 +110,7 @@ struct gs_service {
 	 * worker slot and found the role free: one thread hop less). */
 	pthread_mutex_t sched_mu;
 	gs_delay_timer timer; /* under sched_mu */
+	struct assign_batch batch; /* under sched_mu */
 
 	_Atomic uint64_t dispatched, results, stale_results, workers_lost;
 };
@@ -98,8 +118,11 @@ struct gs_service {
 /* plm.c: under s->mu. */
 int gs_plm_subscribe(gs_service *s, uint64_t id, struct waiter *w);
 void gs_plm_unsubscribe_all(gs_service *s, struct waiter *w);
-/* A task reached a final state: deliver to its waiters, or retain it. */
+/* A task reached a final state: deliver to its waiters, or retain it.
+ * Stream output is gathered: call gs_plm_flush before releasing mu. */
 void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us);
+/* Sends every waiter's gathered output, one message each. */
+void gs_plm_flush(gs_service *s, uint64_t now_us);
 void gs_plm_waiter_unref(gs_service *s, struct waiter *w);
 void gs_plm_retain(gs_service *s, uint64_t id, uint64_t now_us);
 void gs_plm_expire(gs_service *s, uint64_t now_us);
@@ -112,7 +135,10 @@ void gs_plm_add_handler(gs_service *s, const char *name);
 void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us);
 int gs_worker_service_register(gs_service *s, struct gs_rpc_server *srv);
 void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt);
-int gs_worker_send_assignment(gs_service *s, const gs_assignment *a, gs_pb_buf *buf);
+/* Adds an assignment to its worker's message of the pass (under sched_mu). */
+void gs_worker_batch_add(gs_service *s, const gs_assignment *a);
+/* Sends the pass's messages, one per worker (under sched_mu). */
+void gs_worker_batch_flush(gs_service *s);
 /* task_service.c, admin_service.c */
 int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv);
 int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv);

@@ -438,6 +438,7 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		if (rc == GS_OK)
 			gs_plm_finished(s, id, now);
 	}
+	gs_plm_flush(s, now);
 	pthread_mutex_unlock(&s->mu);
 	if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
 		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");

@@ -33,6 +33,7 @@ static void flush_failed(struct lost_ctx *c)
 	pthread_mutex_lock(&c->s->mu);
 	for (size_t i = 0; i < c->n; i++)
 		gs_plm_finished(c->s, c->failed[i], c->now_us);
+	gs_plm_flush(c->s, c->now_us);
 	pthread_mutex_unlock(&c->s->mu);
 	c->n = 0;
 }
@@ -78,14 +79,37 @@ static int send_to_worker(gs_service *s, uint64_t wid, const gs_pb_buf *b)
 	return rc;
 }
 
-int gs_worker_send_assignment(gs_service *s, const gs_assignment *a, gs_pb_buf *b)
+void gs_worker_batch_add(gs_service *s, const gs_assignment *a)
 {
+	struct assign_batch *ab = &s->batch;
+	uint32_t slot = (uint32_t)a->worker;
+	if (slot >= gs_engine_geom(s->eng)->max_workers)
+		return;
+	if (ab->pos[slot] < 0) {
+		if (ab->n == ab->cap) {
+			size_t cap = ab->cap ? ab->cap * 2 : 16;
+			struct assign_ent *e = realloc(ab->ent, cap * sizeof(*e));
+			if (!e) {
+				gs_worker_lost(s, a->worker, gs_now_us()); /* its tasks requeue */
+				return;
+			}
+			for (size_t i = ab->cap; i < cap; i++)
+				gs_pb_buf_init(&e[i].buf);
+			ab->ent = e;
+			ab->cap = cap;
+		}
+		ab->pos[slot] = (int32_t)ab->n;
+		ab->ent[ab->n].wid = a->worker;
+		gs_pb_buf_reset(&ab->ent[ab->n].buf);
+		ab->n++;
+	}
+	gs_pb_buf *b = &ab->ent[ab->pos[slot]].buf;
+	size_t start = b->len;
 	gs_task_info info;
 	const uint8_t *spec;
 	uint32_t spec_len;
-	gs_pb_buf_reset(b);
 	if (gs_engine_task_payload(s->eng, a->task, &spec, &spec_len) != GS_OK)
-		return GS_ENOTFOUND;
+		return;
 	size_t m = gs_pb_begin(b, 2); /* WorkerDown.assignments */
 	gs_pb_put_fixed64(b, 1, a->task);
 	gs_pb_put_varint(b, 2, a->attempt);
@@ -93,20 +117,33 @@ int gs_worker_send_assignment(gs_service *s, const gs_assignment *a, gs_pb_buf *
 	/* The copy is valid only if the task is still this attempt's (a cancel
 	 * and release may have recycled the slot meanwhile). */
 	if (gs_engine_task_info(s->eng, a->task, &info) != GS_OK || info.attempt != a->attempt ||
-	    (info.state != GS_TASK_ASSIGNED && info.state != GS_TASK_RUNNING))
-		return GS_ESTALE;
+	    (info.state != GS_TASK_ASSIGNED && info.state != GS_TASK_RUNNING)) {
+		b->len = start;
+		return;
+	}
 	gs_pb_put_varint(b, 4, info.submitted_us);
 	gs_pb_put_varint(b, 5, info.assigned_us);
 	gs_pb_end(b, m);
-	if (b->oom)
-		return GS_ENOMEM;
-	int rc = send_to_worker(s, a->worker, b);
-	if (rc != GS_OK) {
-		/* No stream, or a worker that stopped reading: it is lost, and so
-		 * its tasks go back to the queue. */
-		gs_worker_lost(s, a->worker, gs_now_us());
+}
+
+void gs_worker_batch_flush(gs_service *s)
+{
+	struct assign_batch *ab = &s->batch;
+	for (size_t i = 0; i < ab->n; i++) {
+		struct assign_ent *e = &ab->ent[i];
+		ab->pos[(uint32_t)e->wid] = -1;
+		if (e->buf.len == 0)
+			continue;
+		if (e->buf.oom || send_to_worker(s, e->wid, &e->buf) != GS_OK) {
+			/* No stream, or a worker that stopped reading: it is lost,
+			 * and so its tasks go back to the queue. */
+			gs_worker_lost(s, e->wid, gs_now_us());
+		}
+		/* Big buffers are not kept between passes. */
+		if (e->buf.cap > (1u << 20))
+			gs_pb_buf_free(&e->buf);
 	}
-	return rc;
+	ab->n = 0;
 }
 
 void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt)
@@ -266,6 +303,7 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			pthread_mutex_lock(&s->mu);
 			for (size_t i = 0; i < n_done; i++)
 				gs_plm_finished(s, done[i], now);
+			gs_plm_flush(s, now);
 			pthread_mutex_unlock(&s->mu);
 			gs_service_kick(s);
 		}
