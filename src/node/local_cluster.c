@@ -165,8 +165,8 @@ int gs_local_cluster_start(const gs_local_cluster_opts *o, gs_local_cluster **ou
 		return GS_EIO;
 	}
 	snprintf(c->addr, sizeof(c->addr), "127.0.0.1:%d", port);
-	fprintf(stderr, "%s: server on %s, %u workers x %u slots\n", c->prefix, c->addr,
-	        c->workers, c->slots);
+	fprintf(stderr, "%s: server on %s, %u workers x %u slots\n", c->prefix, c->addr, c->workers,
+	        c->slots);
 
 	for (unsigned i = 0; i < c->workers; i++) {
 		c->pids[i] = start_worker(c->addr, c->slots, i);

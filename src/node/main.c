@@ -33,6 +33,7 @@ static void usage(FILE *f)
 		"  cancel   cancel tasks\n"
 		"  workers  list the workers\n"
 		"  stats    per-queue counters\n"
+		"  bench    load generator: latency, throughput, concurrent streams\n"
 		"\n"
 		"`gsched <command> --help` describes each.  The server address comes from\n"
 		"--server, else $GSCHED_SERVER, else %s.\n",
@@ -59,6 +60,7 @@ int main(int argc, char **argv)
 		{"server", gs_cli_server},   {"worker", gs_cli_worker}, {"local", gs_cli_local},
 		{"submit", gs_cli_submit},   {"wait", gs_cli_wait},     {"status", gs_cli_status},
 		{"cancel", gs_cli_cancel},   {"workers", gs_cli_workers}, {"stats", gs_cli_stats},
+		{"bench", gs_cli_bench},
 	};
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[1], cmds[i].name) == 0)
