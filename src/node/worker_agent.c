@@ -758,6 +758,43 @@ static void on_result(void *arg, const struct gs_runner_result *res)
 
 /* ---- messages from the server ------------------------------------------------ */
 
+/*
+ * A handler call that finishes at once (noop, echo: no delay) runs right here,
+ * without a runner slot, a Started notice or a wake-up: its result goes out
+ * with the others of this loop turn.  Handlers are pure functions of their
+ * payload, so one that asks for a delay (sleep) is simply left to the runner,
+ * which runs it again.  Returns true when the task was handled.
+ */
+static bool run_instant(struct agent *a, const Gsched__V1__Assignment *as)
+{
+	const Gsched__V1__TaskSpec *sp = as->spec;
+	/* It takes a free slot for no time, and jumps no queued task. */
+	if (a->n_running >= a->slots || a->fifo_head != NULL)
+		return false;
+	if (sp == NULL || sp->body_case != GSCHED__V1__TASK_SPEC__BODY_HANDLER ||
+	    sp->handler == NULL || sp->handler->name == NULL || sp->handler->name[0] == 0 ||
+	    strcmp(sp->handler->name, "sleep") == 0)
+		return false;
+	uint64_t started = real_us();
+	struct gs_handlers_out ho;
+	gs_handlers_out_init(&ho, a->max_output);
+	gs_handlers_run(sp->handler->name, sp->handler->payload.data, sp->handler->payload.len,
+	                &ho);
+	if (ho.delay_ms > 0 && ho.error[0] == 0) {
+		gs_handlers_out_free(&ho);
+		return false;
+	}
+	char err[GS_HANDLERS_ERRMAX];
+	utf8_clean(err, sizeof(err), (const uint8_t *)ho.error, strlen(ho.error), NULL);
+	bool failed = ho.error[0] != 0;
+	report(a, as->id, as->attempt,
+	       failed ? GSCHED__V1__TASK_STATE__TASK_STATE_FAILED
+	              : GSCHED__V1__TASK_STATE__TASK_STATE_DONE,
+	       failed ? 1 : 0, ho.data, ho.len, ho.truncated, err, started, real_us());
+	gs_handlers_out_free(&ho);
+	return true;
+}
+
 static void on_assignment(struct agent *a, const Gsched__V1__Assignment *as)
 {
 	if (a->draining || a->stopping)
@@ -768,6 +805,8 @@ static void on_assignment(struct agent *a, const Gsched__V1__Assignment *as)
 	for (struct task *t = a->fifo_head; t; t = t->next)
 		if (t->id == as->id && t->attempt == as->attempt)
 			return;
+	if (run_instant(a, as))
+		return;
 	char why[128];
 	struct task *t = task_from(as, why, sizeof(why));
 	if (t == NULL) {
