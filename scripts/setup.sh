@@ -9,6 +9,7 @@ packages=(
   libprotobuf-c-dev protobuf-c-compiler
   liburcu-dev libck-dev libbenchmark-dev libcmocka-dev
   python3 python3-grpcio python3-grpc-tools
+  gearman-job-server libgearman-dev beanstalkd gnuplot-nox
 )
 
 missing=()

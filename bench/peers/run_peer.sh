@@ -11,7 +11,9 @@
 # background jobs submitted with WINDOW in flight, timed until the workers ran
 # them all; memory: WORKERS must be 0, TASKS (default 1000000) queued jobs,
 # server VmRSS before/after, bytes per queued task.
-# Drivers are taken from $PEER_BIN (default build/bench/peers).
+# Drivers are taken from $PEER_BIN (default build/bench/peers).  Optional:
+# GEARMAND_THREADS (its --threads, default 4), GEARMAND_BUCKETS
+# (--hashtable-buckets; memory mode defaults it to TASKS).
 set -euo pipefail
 
 peer=${1:?peer}; workers=${2:?workers}; mode=${3:?mode}
@@ -28,14 +30,19 @@ case $peer in
   beanstalkd) drv=$bin/beanstalk_bench ;;
   *) echo "run_peer: unknown peer $peer" >&2; exit 2 ;;
 esac
+[ "$mode" = background ] && [ "$peer" != gearmand ] && { echo "run_peer: background is gearmand only" >&2; exit 2; }
 [ -x "$drv" ] || { echo "run_peer: $drv not built" >&2; exit 1; }
 command -v "$peer" >/dev/null || { echo "run_peer: $peer not installed (scripts/setup.sh)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/gs-peer.XXXXXX)
 pids=()
+# Stops workers before the server (last started, first stopped), each by pid.
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
@@ -50,9 +57,14 @@ admin() {
     _ "$1" "$2" 2>/dev/null || true
 }
 
+# gearmand's unique-key hash table defaults to 991 buckets: with 1,000,000 jobs
+# queued each insert scans a ~1000-long chain (the fill takes minutes), so the
+# memory mode sizes it to the job count, as its --help advises.
+[ "$mode" = memory ] && : "${GEARMAND_BUCKETS:=$tasks}"
 if [ "$peer" = gearmand ]; then
   gearmand --listen=127.0.0.1 --port="$port" --log-file=none --pid-file="$tmp/g.pid" \
-    ${GEARMAND_THREADS:+--threads=$GEARMAND_THREADS} >"$tmp/server.log" 2>&1 &
+    ${GEARMAND_THREADS:+--threads=$GEARMAND_THREADS} ${GEARMAND_BUCKETS:+--hashtable-buckets=$GEARMAND_BUCKETS} \
+    >"$tmp/server.log" 2>&1 &
 else
   beanstalkd -l 127.0.0.1 -p "$port" >"$tmp/server.log" 2>&1 &
 fi
