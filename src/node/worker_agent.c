@@ -18,6 +18,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,6 +103,10 @@ struct agent {
 
 	/* inbox: written by the stream thread, taken by the agent thread */
 	pthread_mutex_t in_mu;
+	/* Set by the agent thread when it holds no task and is registered and
+	 * taking work: the stream thread may then answer instant handler calls
+	 * itself (see answer_inline). */
+	atomic_bool idle_ready;
 	struct inbox_item *in_head, *in_tail;
 	bool in_bad; /* a message could not be decoded: the stream is cancelled */
 	char in_bad_why[96];
@@ -911,6 +916,72 @@ static void on_down(struct agent *a, const Gsched__V1__WorkerDown *m)
 
 /* ---- sessions ---------------------------------------------------------------- */
 
+/* Handlers that never ask for a delay: safe to run on the stream thread. */
+static bool instant_handler(const Gsched__V1__Assignment *as)
+{
+	const Gsched__V1__TaskSpec *sp = as ? as->spec : NULL;
+	return sp && sp->body_case == GSCHED__V1__TASK_SPEC__BODY_HANDLER && sp->handler &&
+	       sp->handler->name &&
+	       (strcmp(sp->handler->name, "noop") == 0 || strcmp(sp->handler->name, "echo") == 0);
+}
+
+/*
+ * The latency path: a message of nothing but instant handler calls, arriving
+ * while the agent is idle, is answered on the stream thread at once, with no
+ * hand-over to the agent thread.  Its results are not kept for resending: if
+ * they are lost with the connection, the server requeues the tasks (the
+ * at-least-once contract), exactly as for tasks in flight.  Returns true when
+ * answered.
+ */
+static bool answer_inline(struct agent *a, struct gs_rpc_stream *s, const Gsched__V1__WorkerDown *m)
+{
+	if (m->n_registered || m->n_cancels || m->n_drain || m->n_result_acks ||
+	    m->n_assignments == 0 || m->n_assignments > a->slots)
+		return false;
+	for (size_t i = 0; i < m->n_assignments; i++)
+		if (!instant_handler(m->assignments[i]))
+			return false;
+	size_t n = m->n_assignments;
+	Gsched__V1__WorkResult *res = calloc(n, sizeof(*res));
+	Gsched__V1__WorkResult **rp = calloc(n, sizeof(*rp));
+	struct gs_handlers_out *ho = calloc(n, sizeof(*ho));
+	bool ok = res && rp && ho;
+	for (size_t i = 0; ok && i < n; i++) {
+		const Gsched__V1__Assignment *as = m->assignments[i];
+		const Gsched__V1__HandlerCall *h = as->spec->handler;
+		gsched__v1__work_result__init(&res[i]);
+		res[i].id = as->id;
+		res[i].attempt = as->attempt;
+		res[i].started_us = real_us();
+		gs_handlers_out_init(&ho[i], a->max_output);
+		gs_handlers_run(h->name, h->payload.data, h->payload.len, &ho[i]);
+		res[i].finished_us = real_us();
+		res[i].state = ho[i].error[0] ? GSCHED__V1__TASK_STATE__TASK_STATE_FAILED
+		                              : GSCHED__V1__TASK_STATE__TASK_STATE_DONE;
+		res[i].exit_code = ho[i].error[0] ? 1 : 0;
+		res[i].output.data = ho[i].data;
+		res[i].output.len = ho[i].len;
+		res[i].output_truncated = ho[i].truncated;
+		res[i].error = ho[i].error; /* the handlers' own messages are ASCII */
+		rp[i] = &res[i];
+	}
+	if (ok) {
+		Gsched__V1__WorkerUp up = GSCHED__V1__WORKER_UP__INIT;
+		up.n_results = n;
+		up.results = rp;
+		size_t len = 0;
+		uint8_t *b = pack_up(&up, &len);
+		ok = b && gs_rpc_stream_send(s, b, len) == GS_OK;
+		free(b);
+	}
+	for (size_t i = 0; ho && i < n; i++)
+		gs_handlers_out_free(&ho[i]);
+	free(ho);
+	free(rp);
+	free(res);
+	return ok; /* not answered: the agent thread runs them as usual */
+}
+
 static void st_on_message(struct gs_rpc_stream *s, void *ud, const uint8_t *bytes, size_t len)
 {
 	struct agent *a = ud;
@@ -920,6 +991,15 @@ static void st_on_message(struct gs_rpc_stream *s, void *ud, const uint8_t *byte
 	if (bad)
 		return;
 	Gsched__V1__WorkerDown *m = gsched__v1__worker_down__unpack(NULL, len, bytes);
+	if (m && atomic_load_explicit(&a->idle_ready, memory_order_acquire)) {
+		pthread_mutex_lock(&a->in_mu);
+		bool empty = a->in_head == NULL && !a->in_bad && !a->in_closed;
+		pthread_mutex_unlock(&a->in_mu);
+		if (empty && answer_inline(a, s, m)) {
+			gsched__v1__worker_down__free_unpacked(m, NULL);
+			return;
+		}
+	}
 	struct inbox_item *it = m ? calloc(1, sizeof(*it)) : NULL;
 	pthread_mutex_lock(&a->in_mu);
 	if (it) {
@@ -1302,6 +1382,12 @@ int gs_worker_agent_run(const struct gs_worker_opts *o)
 		if (a->stopping)
 			until = min_i64(until, a->stop_deadline_ms);
 		int timeout = until > now ? (int)(until - now) : 0;
+		/* release: the stream thread that sees true may answer on its own. */
+		atomic_store_explicit(&a->idle_ready,
+		                      a->st == S_READY && !a->draining && !a->stopping &&
+		                          a->n_running == 0 && a->fifo_head == NULL &&
+		                          a->local_reason[0] == 0,
+		                      memory_order_release);
 		if (gs_runner_poll(a->runner, timeout) < 0) {
 			emit(a, GS_WORKER_EV_STOPPED, 0, 0, "task runner failed: %s; exiting",
 			     gs_strerror(GS_EIO));

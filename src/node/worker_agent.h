@@ -24,6 +24,13 @@
  * one is forgotten (logged once per session).
  * Assignments beyond the free slots wait in a local FIFO.
  *
+ * Instant handler calls (noop, echo) skip the machinery above when they can:
+ * run in the agent's loop turn when a slot is free and nothing is queued (no
+ * runner slot, no Started), or, when the agent holds no task at all, answered
+ * by the stream thread itself (no thread hand-over: the latency path).
+ * Results answered on the stream thread are not kept for resending: if the
+ * connection drops first, the server requeues the task (at-least-once).
+ *
  * Connection loss (the stream ends for any reason, including malformed bytes
  * from the server, or no Registered within GS_WORKER_REGISTER_TIMEOUT_MS):
  * the tasks in flight are killed without reporting them (the server requeues
