@@ -25,7 +25,7 @@
 #include <stdint.h>
 
 #define GS_SEG_MAGIC   0x3130444548435347ULL /* "GSCHED01" little-endian */
-#define GS_SEG_VERSION 4u
+#define GS_SEG_VERSION 5u
 
 #define GS_MAX_QUEUES     64u  /* named queues per segment */
 #define GS_PRIORITIES     256u /* priority levels per queue, 255 runs first */

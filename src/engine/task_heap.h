@@ -8,21 +8,24 @@
  * priority is strict, and FIFO holds within a level.  Push and pop are O(1)
  * plus a scan of at most four bitmap words.
  *
- * Nodes live in a pool in the segment (one per task slot plus one sentinel
- * per level) and are referred to by index; every link and list end is a
- * 64-bit word (count << 32 | index + 1) so a node recycled between a read and
- * a CAS fails that CAS (no ABA).  Nodes are type-stable: a stale read of a
- * recycled node is harmless because the CAS that would use it fails.
+ * Nodes live in the segment (one per task slot, rounded up to whole cache
+ * lines, plus GS_LEVEL_NODES per level) and are referred to by index; every
+ * link and list end is a 64-bit word (count << 32 | index + 1) so a node
+ * recycled between a read and a CAS fails that CAS (no ABA).  Nodes are
+ * type-stable: a stale read of a recycled node is harmless because the CAS
+ * that would use it fails.  A free node is either in the shared pool (a
+ * Treiber stack) or in a level's reclaim chain (see struct gs_level); pushes
+ * prefer their level's chain, so steady traffic stays off the pool head.
  *
  * A node names a task slot and its generation.  The slot's `linked` bit says
  * that a node refers to it; a slot is never freed while linked (it becomes
  * RELEASED and the popper that unlinks it frees it), so there is at most one
- * node per slot and the pool never runs out.
+ * node per slot and free nodes never run out.
  *
  * Thread-safety: push and pop are lock-free, callable from any thread of any
  * process.  A process killed inside them never blocks the others (every
  * half-done step is helped along); it can at worst leave a task QUEUED but
- * unlinked, or a node out of the pool, which gs_task_heap_rebuild() repairs.
+ * unlinked, or a free node lost, which gs_task_heap_rebuild() repairs.
  * gs_task_heap_rebuild() and gs_task_heap_walk() need quiescence: no other
  * thread or process operating on the heap.
  *
@@ -46,12 +49,27 @@ struct gs_qnode {
 	_Atomic uint64_t task; /* task ID (slot | gen << 32); free-list link while pooled */
 };
 
-/* One FIFO: head and tail each on their own cache line. */
+/* Nodes each level owns at format time: one cache line of them. */
+#define GS_LEVEL_NODES 4u
+
+/*
+ * One FIFO, on one cache line.  head..tail is the Michael-Scott list (head
+ * is the sentinel).  reclaim..head, exclusive, are nodes already dequeued,
+ * still chained by their `next` links: free nodes that the next pushes on
+ * this level take in order (a counted CAS on `reclaim`).  So a pop frees its
+ * old sentinel with no write at all, and a steady push/pop stream on a level
+ * recycles the level's own nodes (one line) without touching the shared pool
+ * head.  Head, tail and reclaim share the line on purpose: a push reads head
+ * (is the reclaim chain empty?) and a pop reads tail (does tail lag?), so
+ * splitting them only adds a line to each operation.  A push that finds both
+ * its chain and the pool empty drains every level's chain into the pool;
+ * gs_task_heap_rebuild() rebuilds the chains.
+ */
 struct gs_level {
 	_Atomic uint64_t head;
-	uint8_t pad0[GS_CACHELINE - 8];
 	_Atomic uint64_t tail;
-	uint8_t pad1[GS_CACHELINE - 8];
+	_Atomic uint64_t reclaim;
+	uint8_t pad[GS_CACHELINE - 24];
 };
 
 /* Per-queue counters; `queued` is current, the rest are totals. */
@@ -87,6 +105,7 @@ typedef struct gs_task_heap {
 	struct gs_level *levels;
 	struct gs_queue_info *queues;
 	uint32_t n_nodes;
+	uint32_t level_base; /* level l owns nodes level_base + l * GS_LEVEL_NODES + 1.. */
 } gs_task_heap;
 
 /* Bytes each region needs for geometry *g. */
