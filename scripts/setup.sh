@@ -4,11 +4,11 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config g++ clang
+  build-essential cmake pkg-config g++ clang libclang-rt-dev
   libgrpc-dev protobuf-compiler-grpc grpc-proto
   libprotobuf-c-dev protobuf-c-compiler
   liburcu-dev libck-dev libbenchmark-dev libcmocka-dev
-  python3 python3-grpcio python3-grpc-tools
+  python3 python3-grpcio python3-grpc-tools openssl
   gearman-job-server libgearman-dev beanstalkd gnuplot-nox
 )
 

@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "gsched_client.h"
+#include "rpc_tls.h"
 
 #define CONNECT_TIMEOUT_MS 3000
 #define SUBMIT_BATCH       1000
@@ -31,13 +32,83 @@ const char *gs_cli_server_addr(const char *flag)
 	return env && env[0] ? env : GS_CLI_DEFAULT_SERVER;
 }
 
+int gs_cli_sec_opt(struct gs_cli_sec *s, int c, const char *arg)
+{
+	switch (c) {
+	case GS_CLI_SEC_OPT:
+		s->token_file = arg;
+		return 1;
+	case GS_CLI_SEC_OPT + 1:
+		s->tls_ca = arg;
+		return 1;
+	case GS_CLI_SEC_OPT + 2:
+		s->tls_cert = arg;
+		return 1;
+	case GS_CLI_SEC_OPT + 3:
+		s->tls_key = arg;
+		return 1;
+	case GS_CLI_SEC_OPT + 4:
+		s->tls = 1;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int gs_cli_sec_load(const char *cmd, struct gs_cli_sec *s, char **token)
+{
+	*token = NULL;
+	const char *env = getenv("GSCHED_TOKEN_FILE");
+	if (!s->token_file && env && env[0])
+		s->token_file = env;
+	env = getenv("GSCHED_TLS_CA");
+	if (!s->tls_ca && env && env[0])
+		s->tls_ca = env;
+	if (!s->tls_cert != !s->tls_key) {
+		fprintf(stderr, "%s: --tls-cert and --tls-key go together\n", cmd);
+		return 1;
+	}
+	if (s->tls_ca || s->tls_cert)
+		s->tls = 1;
+	if (s->tls) {
+		struct gs_rpc_tls t = {
+		    .ca_file = s->tls_ca, .cert_file = s->tls_cert, .key_file = s->tls_key};
+		char err[400];
+		if (gs_rpc_tls_check(&t, 0, err, sizeof(err)) != GS_OK) {
+			fprintf(stderr, "%s: %s\n", cmd, err);
+			return 1;
+		}
+	}
+	if (s->token_file) {
+		char err[400];
+		if (gs_rpc_token_read_file(s->token_file, token, NULL, err, sizeof(err)) != GS_OK) {
+			fprintf(stderr, "%s: %s\n", cmd, err);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+/* The security flags of this client subcommand (set by its option parser). */
+static struct gs_cli_sec g_sec;
+
 static struct gs_client *cli_connect(const char *flag)
 {
 	const char *addr = gs_cli_server_addr(flag);
-	struct gs_client_opts o = {.connect_timeout_ms = CONNECT_TIMEOUT_MS};
+	char *token = NULL;
+	if (gs_cli_sec_load("gsched", &g_sec, &token) != 0)
+		return NULL;
+	struct gs_client_opts o = {.connect_timeout_ms = CONNECT_TIMEOUT_MS,
+	                           .token = token,
+	                           .tls = g_sec.tls != 0,
+	                           .tls_ca_file = g_sec.tls_ca,
+	                           .tls_cert_file = g_sec.tls_cert,
+	                           .tls_key_file = g_sec.tls_key};
 	struct gs_client *c = NULL;
 	char err[512];
-	if (gs_client_connect_err(addr, &o, &c, err, sizeof(err)) != GS_OK) {
+	int rc = gs_client_connect_err(addr, &o, &c, err, sizeof(err));
+	gs_rpc_token_free(token);
+	if (rc != GS_OK) {
 		fprintf(stderr, "gsched: cannot reach the server at %s: %s\n", addr, err);
 		return NULL;
 	}
@@ -219,6 +290,7 @@ static void submit_usage(FILE *f)
 	    f,
 	    "usage: gsched submit [--server ADDR] [--queue Q] [--priority 0-255] [--retries N]\n"
 	    "                     [--timeout MS] [--delay MS] [--wait] -- CMD [ARGS...]\n"
+	    "                     " GS_CLI_SEC_USAGE "\n"
 	    "       gsched submit [options] --handler NAME [--payload DATA]\n"
 	    "       gsched submit [options] --file FILE   (one `sh -c` task per line; - is stdin)\n"
 	    "\n"
@@ -259,12 +331,19 @@ static long read_lines(const char *path, char ***out)
 int gs_cli_submit(int argc, char **argv, volatile sig_atomic_t *stop)
 {
 	static const struct option opts[] = {
-	    {"server", required_argument, NULL, 's'},   {"queue", required_argument, NULL, 'q'},
-	    {"priority", required_argument, NULL, 'p'}, {"retries", required_argument, NULL, 'r'},
-	    {"timeout", required_argument, NULL, 't'},  {"delay", required_argument, NULL, 'd'},
-	    {"wait", no_argument, NULL, 'w'},           {"handler", required_argument, NULL, 'H'},
-	    {"payload", required_argument, NULL, 'P'},  {"file", required_argument, NULL, 'f'},
-	    {"help", no_argument, NULL, 'h'},           {0, 0, 0, 0},
+	    {"server", required_argument, NULL, 's'},
+	    {"queue", required_argument, NULL, 'q'},
+	    {"priority", required_argument, NULL, 'p'},
+	    {"retries", required_argument, NULL, 'r'},
+	    {"timeout", required_argument, NULL, 't'},
+	    {"delay", required_argument, NULL, 'd'},
+	    {"wait", no_argument, NULL, 'w'},
+	    {"handler", required_argument, NULL, 'H'},
+	    {"payload", required_argument, NULL, 'P'},
+	    {"file", required_argument, NULL, 'f'},
+	    {"help", no_argument, NULL, 'h'},
+	    GS_CLI_SEC_OPTIONS,
+	    {0, 0, 0, 0},
 	};
 	const char *server = NULL, *file = NULL, *payload = NULL;
 	struct gs_client_spec base = {0};
@@ -274,6 +353,8 @@ int gs_cli_submit(int argc, char **argv, volatile sig_atomic_t *stop)
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
 		uint32_t *num = NULL, max = UINT32_MAX;
+		if (gs_cli_sec_opt(&g_sec, c, optarg))
+			continue;
 		switch (c) {
 		case 's':
 			server = optarg;
@@ -432,16 +513,20 @@ static int parse_id_cmd(const char *cmd, const char *help, int argc, char **argv
 	static const struct option opts[] = {
 	    {"server", required_argument, NULL, 's'},
 	    {"help", no_argument, NULL, 'h'},
+	    GS_CLI_SEC_OPTIONS,
 	    {0, 0, 0, 0},
 	};
 	int c;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-		if (c == 's') {
+		if (gs_cli_sec_opt(&g_sec, c, optarg)) {
+			continue;
+		} else if (c == 's') {
 			*server = optarg;
 		} else if (c == 'h') {
-			printf("usage: gsched %s [--server ADDR] ID...\n%s", cmd, help);
+			printf("usage: gsched %s [--server ADDR] " GS_CLI_SEC_USAGE " ID...\n%s",
+			       cmd, help);
 			return 0;
 		} else {
 			fprintf(stderr, "gsched %s: bad option '%s'\n", cmd, argv[optind - 1]);
@@ -569,18 +654,22 @@ static int parse_server_only(const char *cmd, const char *extra, int argc, char 
 	    {"server", required_argument, NULL, 's'},
 	    {"all", no_argument, NULL, 'a'},
 	    {"help", no_argument, NULL, 'h'},
+	    GS_CLI_SEC_OPTIONS,
 	    {0, 0, 0, 0},
 	};
 	int c;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-		if (c == 's') {
+		if (gs_cli_sec_opt(&g_sec, c, optarg)) {
+			continue;
+		} else if (c == 's') {
 			*server = optarg;
 		} else if (c == 'a' && flag) {
 			*flag = true;
 		} else if (c == 'h') {
-			printf("usage: gsched %s [--server ADDR]%s\n", cmd, extra);
+			printf("usage: gsched %s [--server ADDR] " GS_CLI_SEC_USAGE "%s\n", cmd,
+			       extra);
 			return 0;
 		} else {
 			fprintf(stderr, "gsched %s: bad option '%s'\n", cmd, argv[optind - 1]);

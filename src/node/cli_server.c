@@ -1,10 +1,17 @@
-/* cli_server.c - `gsched server`. */
+/*
+ * cli_server.c - `gsched server`: flags to gs_server_opts.  Token files and
+ * TLS files are read and checked here, before anything starts, so a bad one
+ * is one clear line on stderr (naming the file, never its contents).
+ */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "gs_error.h"
+#include "rpc_tls.h"
 #include "server.h"
 
 static int parse_u32(const char *s, uint32_t *out)
@@ -17,25 +24,60 @@ static int parse_u32(const char *s, uint32_t *out)
 	return 0;
 }
 
+/* Reads a token file (path NULL: no token).  Non-zero after printing why. */
+static int load_token(const char *path, char **out)
+{
+	*out = NULL;
+	if (!path)
+		return 0;
+	char err[400];
+	bool world = false;
+	if (gs_rpc_token_read_file(path, out, &world, err, sizeof(err)) != GS_OK) {
+		fprintf(stderr, "gsched server: %s\n", err);
+		return 1;
+	}
+	if (world)
+		fprintf(stderr,
+		        "gsched server: warning: token file %s is readable by other users "
+		        "(chmod 600 it)\n",
+		        path);
+	return 0;
+}
+
+/* True for addresses only this machine can reach. */
+static bool is_loopback(const char *addr)
+{
+	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "localhost:", 10) == 0 ||
+	       strncmp(addr, "[::1]:", 6) == 0 || strncmp(addr, "unix:", 5) == 0;
+}
+
 int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 {
 	static const struct option opts[] = {
-		{"listen", required_argument, NULL, 'l'},
-		{"segment", required_argument, NULL, 's'},
-		{"max-tasks", required_argument, NULL, 't'},
-		{"max-workers", required_argument, NULL, 'w'},
-		{"heartbeat-ms", required_argument, NULL, 'h'},
-		{"worker-timeout-ms", required_argument, NULL, 'd'},
-		{"result-ttl-ms", required_argument, NULL, 'r'},
-		{"grace-ms", required_argument, NULL, 'g'},
-		{"help", no_argument, NULL, 'H'},
-		{0, 0, 0, 0},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"segment", required_argument, NULL, 's'},
+	    {"max-tasks", required_argument, NULL, 't'},
+	    {"max-workers", required_argument, NULL, 'w'},
+	    {"heartbeat-ms", required_argument, NULL, 'h'},
+	    {"worker-timeout-ms", required_argument, NULL, 'd'},
+	    {"result-ttl-ms", required_argument, NULL, 'r'},
+	    {"grace-ms", required_argument, NULL, 'g'},
+	    {"client-token-file", required_argument, NULL, 'C'},
+	    {"worker-token-file", required_argument, NULL, 'W'},
+	    {"tls-cert", required_argument, NULL, 'c'},
+	    {"tls-key", required_argument, NULL, 'k'},
+	    {"tls-client-ca", required_argument, NULL, 'a'},
+	    {"help", no_argument, NULL, 'H'},
+	    {0, 0, 0, 0},
 	};
 	gs_server_opts o = {.listen = "127.0.0.1:7070", .stop = stop};
+	const char *client_file = NULL, *worker_file = NULL;
+	struct gs_rpc_tls tls = {0};
 	uint32_t v;
-	int c;
+	int c, idx = -1;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "", opts, &idx)) != -1) {
 		switch (c) {
 		case 'l':
 			o.listen = optarg;
@@ -43,16 +85,40 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 		case 's':
 			o.segment = optarg;
 			break;
+		case 'C':
+			client_file = optarg;
+			break;
+		case 'W':
+			worker_file = optarg;
+			break;
+		case 'c':
+			tls.cert_file = optarg;
+			break;
+		case 'k':
+			tls.key_file = optarg;
+			break;
+		case 'a':
+			tls.ca_file = optarg;
+			tls.require_client_cert = 1;
+			break;
 		case 'H':
-			printf("usage: gsched server [--listen ADDR] [--segment NAME] "
-			       "[--max-tasks N] [--max-workers N]\n"
-			       "                     [--heartbeat-ms N] [--worker-timeout-ms N] "
-			       "[--result-ttl-ms N] [--grace-ms N]\n");
+			printf(
+			    "usage: gsched server [--listen ADDR] [--segment NAME] "
+			    "[--max-tasks N] [--max-workers N]\n"
+			    "                     [--heartbeat-ms N] [--worker-timeout-ms N] "
+			    "[--result-ttl-ms N] [--grace-ms N]\n"
+			    "                     [--client-token-file F] [--worker-token-file F]\n"
+			    "                     [--tls-cert F --tls-key F [--tls-client-ca "
+			    "F]]\n");
 			return 0;
 		default:
-			if (!optarg || parse_u32(optarg, &v) != 0) {
-				fprintf(stderr, "gsched server: bad value for --%s\n",
-					c == '?' ? "option" : opts[0].name);
+			if (c == '?' || !optarg || parse_u32(optarg, &v) != 0) {
+				if (c == '?')
+					fprintf(stderr, "gsched server: bad option '%s'\n",
+					        argv[optind - 1]);
+				else
+					fprintf(stderr, "gsched server: bad value for --%s\n",
+					        idx >= 0 ? opts[idx].name : "option");
 				return 2;
 			}
 			if (c == 't')
@@ -73,5 +139,40 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 		fprintf(stderr, "gsched server: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	return gs_server_run(&o) == GS_OK ? 0 : 1;
+	bool use_tls = tls.cert_file || tls.key_file || tls.ca_file;
+	char err[512];
+	if (use_tls && gs_rpc_tls_check(&tls, 1, err, sizeof(err)) != GS_OK) {
+		fprintf(stderr, "gsched server: %s\n", err);
+		return 1;
+	}
+	char *client_token = NULL, *worker_token = NULL;
+	if (load_token(client_file, &client_token) != 0 ||
+	    load_token(worker_file, &worker_token) != 0) {
+		gs_rpc_token_free(client_token);
+		return 1;
+	}
+	if (client_token && worker_token && strcmp(client_token, worker_token) == 0) {
+		fprintf(stderr, "gsched server: --client-token-file and --worker-token-file hold "
+		                "the same token; they must differ\n");
+		gs_rpc_token_free(client_token);
+		gs_rpc_token_free(worker_token);
+		return 1;
+	}
+	if (!client_token != !worker_token)
+		fprintf(stderr,
+		        "gsched server: warning: only the %s API requires a token; the "
+		        "%s API is open\n",
+		        client_token ? "client" : "worker", client_token ? "worker" : "client");
+	if ((client_token || worker_token) && !use_tls && !is_loopback(o.listen))
+		fprintf(stderr,
+		        "gsched server: warning: tokens without TLS travel in clear text "
+		        "on %s (add --tls-cert/--tls-key)\n",
+		        o.listen);
+	o.client_token = client_token;
+	o.worker_token = worker_token;
+	o.tls = use_tls ? &tls : NULL;
+	int rc = gs_server_run(&o);
+	gs_rpc_token_free(client_token);
+	gs_rpc_token_free(worker_token);
+	return rc == GS_OK ? 0 : 1;
 }

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "gs_error.h"
+#include "rpc_tls.h"
 #include "worker_agent.h"
 
 /* The agent reads its stop flag as an int; sig_atomic_t is int on every
@@ -21,10 +22,13 @@ static void worker_usage(FILE *f)
 {
 	fprintf(f, "usage: gsched worker [--server ADDR] [--slots N] [--queue Q]... [--name NAME]\n"
 	           "                     [--max-output BYTES] [--grace-ms MS] [--quiet]\n"
+	           "                     " GS_CLI_SEC_USAGE "\n"
 	           "\n"
 	           "Runs tasks for the server: --slots at once (default 4), from the\n"
 	           "given queues (default: \"default\").  Reconnects when the server goes\n"
-	           "away; SIGINT/SIGTERM lets running tasks finish within --grace-ms.\n");
+	           "away; SIGINT/SIGTERM lets running tasks finish within --grace-ms.\n"
+	           "--token-file (else $GSCHED_TOKEN_FILE) holds the server's worker token;\n"
+	           "a refused token ends the worker (exit status 1).\n");
 }
 
 static int parse_num(const char *s, unsigned long max, unsigned long *out)
@@ -50,15 +54,19 @@ int gs_cli_worker(int argc, char **argv, volatile sig_atomic_t *stop)
 	    {"grace-ms", required_argument, NULL, 'g'},
 	    {"quiet", no_argument, NULL, 'Q'},
 	    {"help", no_argument, NULL, 'h'},
+	    GS_CLI_SEC_OPTIONS,
 	    {0, 0, 0, 0},
 	};
 	const char *server = NULL, *queues[GS_CLI_WORKER_MAX_QUEUES];
+	struct gs_cli_sec sec = {0};
 	struct gs_worker_opts o = {.slots = 4, .grace_ms = 10000};
 	unsigned long v;
 	int c;
 	optind = 1;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		if (gs_cli_sec_opt(&sec, c, optarg))
+			continue;
 		switch (c) {
 		case 's':
 			server = optarg;
@@ -111,14 +119,25 @@ int gs_cli_worker(int argc, char **argv, volatile sig_atomic_t *stop)
 		fprintf(stderr, "gsched worker: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
+	char *token = NULL;
+	if (gs_cli_sec_load("gsched worker", &sec, &token) != 0)
+		return 1;
 	o.server = gs_cli_server_addr(server);
 	o.queues = queues;
 	o.stop = (volatile int *)stop;
+	o.token = token;
+	o.tls = sec.tls;
+	o.tls_ca_file = sec.tls_ca;
+	o.tls_cert_file = sec.tls_cert;
+	o.tls_key_file = sec.tls_key;
 	int rc = gs_worker_agent_run(&o);
+	gs_rpc_token_free(token);
 	if (rc == GS_EINVAL) {
 		fprintf(stderr, "gsched worker: invalid options (slots %u)\n", o.slots);
 		return 2;
 	}
+	if (rc == GS_EAUTH)
+		return 1; /* the agent said why */
 	if (rc != GS_OK) {
 		fprintf(stderr, "gsched worker: %s\n", gs_strerror(rc));
 		return 1;

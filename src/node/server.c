@@ -78,7 +78,7 @@ static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet)
 		int rc = gs_engine_attach(o->segment, eng, &owner_dead);
 		if (rc == GS_OK && !owner_dead) {
 			fprintf(stderr, "gsched server: segment %s is served by a live process\n",
-				o->segment);
+			        o->segment);
 			gs_engine_close(*eng, false);
 			return GS_EBUSY;
 		}
@@ -87,17 +87,17 @@ static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet)
 			rc = gs_engine_recover(*eng, &rep);
 			if (!quiet)
 				fprintf(stderr,
-					"gsched server: adopted segment %s (requeued %u, freed %u "
-					"half-submitted, %u orphaned tasks requeued)\n",
-					o->segment, rep.requeued_unlinked, rep.reserved_freed,
-					rep.orphans_requeued);
+				        "gsched server: adopted segment %s (requeued %u, freed %u "
+				        "half-submitted, %u orphaned tasks requeued)\n",
+				        o->segment, rep.requeued_unlinked, rep.reserved_freed,
+				        rep.orphans_requeued);
 			return rc;
 		}
 		if (rc == GS_ELAYOUT) {
 			fprintf(stderr,
-				"gsched server: segment %s has another layout; remove it "
-				"(rm /dev/shm%s) or use another --segment\n",
-				o->segment, o->segment);
+			        "gsched server: segment %s has another layout; remove it "
+			        "(rm /dev/shm%s) or use another --segment\n",
+			        o->segment, o->segment);
 			return rc;
 		}
 		if (rc != GS_ENOTFOUND)
@@ -116,16 +116,20 @@ int gs_server_run(const gs_server_opts *o)
 		return rc;
 	}
 	gs_service_opts so = {
-		.heartbeat_ms = o->heartbeat_ms,
-		.worker_timeout_ms = o->worker_timeout_ms,
-		.result_ttl_ms = o->result_ttl_ms,
+	    .heartbeat_ms = o->heartbeat_ms,
+	    .worker_timeout_ms = o->worker_timeout_ms,
+	    .result_ttl_ms = o->result_ttl_ms,
+	    .client_token = o->client_token,
+	    .worker_token = o->worker_token,
 	};
 	gs_service *svc = NULL;
 	struct gs_rpc_server *srv = NULL;
 	rc = gs_service_create(eng, &so, &svc);
+	if (rc == GS_EINVAL)
+		fprintf(stderr, "gsched server: the client and worker tokens must differ\n");
 	struct gs_rpc_server_opts ro = {.threads = o->rpc_threads ? o->rpc_threads : 1,
-					.on_thread_start = rpc_thread_start,
-					.on_thread_stop = rpc_thread_stop};
+	                                .on_thread_start = rpc_thread_start,
+	                                .on_thread_stop = rpc_thread_stop};
 	if (rc == GS_OK) {
 		ro.thread_arg = svc;
 		rc = gs_rpc_server_create(&ro, &srv);
@@ -134,9 +138,10 @@ int gs_server_run(const gs_server_opts *o)
 		rc = gs_service_register(svc, srv);
 	int port = 0;
 	if (rc == GS_OK) {
-		rc = gs_rpc_server_start(srv, listen, &port);
+		char err[512];
+		rc = gs_rpc_server_start_tls(srv, listen, o->tls, &port, err, sizeof(err));
 		if (rc != GS_OK)
-			fprintf(stderr, "gsched server: cannot listen on %s\n", listen);
+			fprintf(stderr, "gsched server: %s\n", err[0] ? err : "cannot listen");
 	}
 	if (rc != GS_OK) {
 		if (srv)
@@ -152,8 +157,13 @@ int gs_server_run(const gs_server_opts *o)
 	pthread_create(&sched, NULL, scheduler_main, &roles);
 	pthread_create(&reg, NULL, register_main, &roles);
 	if (!o->quiet)
-		fprintf(stderr, "gsched server: listening on %s (port %d), %u task slots\n",
-			listen, port, gs_engine_geom(eng)->max_tasks);
+		fprintf(
+		    stderr,
+		    "gsched server: listening on %s (port %d), %u task slots; %s, client API %s, "
+		    "workers %s\n",
+		    listen, port, gs_engine_geom(eng)->max_tasks, o->tls ? "TLS" : "plaintext",
+		    o->client_token ? "token required" : "open",
+		    o->worker_token ? "token required" : "open");
 	if (o->on_ready)
 		o->on_ready(port, o->arg);
 

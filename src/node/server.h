@@ -10,7 +10,9 @@
  * NOT_SERVING), stops dispatching, lets running tasks finish for grace_ms,
  * then ends every stream and returns.  Tasks still queued stay in a named
  * segment for the next server.
- * Errors: GS_EIO (cannot listen), engine and rpc errors.
+ * Errors: GS_EIO (cannot listen, or a TLS file cannot be used: one line on
+ * stderr says which), GS_EINVAL (equal client and worker tokens), engine
+ * and rpc errors.
  */
 #ifndef GS_SERVER_H
 #define GS_SERVER_H
@@ -19,6 +21,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "rpc_tls.h"
 
 typedef struct gs_server_opts {
 	const char *listen;         /* default "127.0.0.1:7070" */
@@ -30,6 +33,9 @@ typedef struct gs_server_opts {
 	int grace_ms;               /* default 10000 */
 	unsigned rpc_threads;       /* default 1 */
 	volatile sig_atomic_t *stop;
+	const char *client_token;     /* NULL: TaskService/AdminService open (service.h) */
+	const char *worker_token;     /* NULL: WorkerService open */
+	const struct gs_rpc_tls *tls; /* NULL: plaintext; else certificate, key, client CA */
 	/* Called once listening, with the bound port (may be NULL). */
 	void (*on_ready)(int port, void *arg);
 	void *arg;

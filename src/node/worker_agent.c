@@ -31,6 +31,7 @@
 #include "gsched.pb-c.h"
 #include "handlers.h"
 #include "rpc_client.h"
+#include "rpc_tls.h"
 #include "task_runner.h"
 
 #define CONNECT_METHOD   "/gsched.v1.WorkerService/Connect"
@@ -100,6 +101,10 @@ struct agent {
 	int reconnect_max_ms;
 	struct gs_runner *runner;
 	struct gs_rpc_client *client;
+	struct gs_rpc_md md[1]; /* authorization, when a token is set */
+	size_t n_md;
+	char *auth;       /* "Bearer <token>" (wiped when freed) */
+	bool auth_failed; /* the server refused our credentials: give up */
 
 	/* inbox: written by the stream thread, taken by the agent thread */
 	pthread_mutex_t in_mu;
@@ -316,7 +321,8 @@ static void flush_unsent(struct agent *a)
 		uint8_t *buf = malloc(total ? total : 1);
 		if (buf == NULL)
 			return; /* kept: retried on the next iteration */
-		memcpy(buf, a->started, a->started_len);
+		if (a->started_len) /* a->started is NULL until the first notice */
+			memcpy(buf, a->started, a->started_len);
 		size_t off = a->started_len;
 		p = a->unsent.head;
 		for (size_t i = 0; i < n; i++, p = p->next) {
@@ -1062,8 +1068,8 @@ static void session_open(struct agent *a)
 	inbox_clear(a);
 	a->local_reason[0] = 0;
 	a->send_blocked = false;
-	int rc = gs_rpc_stream_open(a->client, CONNECT_METHOD, GS_RPC_BIDI, NULL, 0, NULL, 0, 0,
-	                            &ops, a, &a->stream);
+	int rc = gs_rpc_stream_open(a->client, CONNECT_METHOD, GS_RPC_BIDI, NULL, 0, a->md, a->n_md,
+	                            0, &ops, a, &a->stream);
 	if (rc != GS_OK) {
 		a->stream = NULL;
 		int retry = a->backoff_ms;
@@ -1141,6 +1147,14 @@ static void session_end(struct agent *a, int code, const char *details, const ch
 	if (a->stopping || a->draining) {
 		emit(a, was_ready ? GS_WORKER_EV_DISCONNECTED : GS_WORKER_EV_CONNECT_FAILED, code,
 		     0, "connection to %s ended: %s", a->o->server, why);
+		return;
+	}
+	if (!was_ready && !a->local_reason[0] &&
+	    (code == GS_RPC_UNAUTHENTICATED || code == GS_RPC_PERMISSION_DENIED)) {
+		a->auth_failed = true;
+		emit(a, GS_WORKER_EV_CONNECT_FAILED, code, 0,
+		     "%s refused our credentials: %s; giving up (check --token-file)", a->o->server,
+		     why);
 		return;
 	}
 	int retry = a->backoff_ms;
@@ -1239,6 +1253,7 @@ static void agent_free(struct agent *a)
 	inbox_clear(a);
 	gs_runner_destroy(a->runner); /* kills what is left */
 	gs_rpc_client_destroy(a->client);
+	gs_rpc_token_free(a->auth);
 	fifo_clear(a);
 	plist_clear(&a->unsent);
 	plist_clear(&a->sent);
@@ -1323,6 +1338,27 @@ int gs_worker_agent_run(const struct gs_worker_opts *o)
 	    .max_message_bytes = MAX_MESSAGE,
 	    .reconnect_max_ms = a->reconnect_max_ms,
 	};
+	struct gs_rpc_tls tls = {
+	    .ca_file = o->tls_ca_file, .cert_file = o->tls_cert_file, .key_file = o->tls_key_file};
+	if (o->tls || o->tls_ca_file || o->tls_cert_file || o->tls_key_file) {
+		char why[400];
+		rc = gs_rpc_tls_check(&tls, 0, why, sizeof(why));
+		if (rc != GS_OK) {
+			emit(a, GS_WORKER_EV_STOPPED, 0, 0, "%s", why);
+			agent_free(a);
+			return rc;
+		}
+		copts.tls = &tls;
+	}
+	if (o->token && o->token[0]) {
+		a->auth = gs_rpc_bearer_value(o->token);
+		if (a->auth == NULL) {
+			agent_free(a);
+			return GS_ENOMEM;
+		}
+		a->md[0] = (struct gs_rpc_md){.key = "authorization", .value = a->auth};
+		a->n_md = 1;
+	}
 	rc = gs_rpc_client_create(o->server, &copts, &a->client);
 	if (rc != GS_OK) {
 		a->client = NULL;
@@ -1341,6 +1377,8 @@ int gs_worker_agent_run(const struct gs_worker_opts *o)
 		}
 		if (a->stream)
 			inbox_process(a);
+		if (a->auth_failed)
+			break;
 		int64_t now = mono_ms();
 		if (a->stopping) {
 			if (stop_progress(a, now))
@@ -1397,6 +1435,13 @@ int gs_worker_agent_run(const struct gs_worker_opts *o)
 			agent_free(a);
 			return GS_EIO;
 		}
+	}
+	if (a->auth_failed) {
+		kill_all(a);
+		wait_idle(a, KILL_WAIT_MS);
+		emit(a, GS_WORKER_EV_STOPPED, 0, 0, "stopped: credentials refused");
+		agent_free(a);
+		return GS_EAUTH;
 	}
 	emit(a, GS_WORKER_EV_STOPPED, 0, 0, "%s", a->stopping ? "stopped" : "drained, leaving");
 	agent_free(a);

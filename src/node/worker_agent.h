@@ -36,7 +36,15 @@
  * the tasks in flight are killed without reporting them (the server requeues
  * a lost worker's tasks), the local FIFO is dropped, and the agent reconnects
  * with exponential backoff (100 ms doubling to reconnect_max_ms, back to
- * 100 ms after a successful registration).  It never gives up by itself.
+ * 100 ms after a successful registration).  It gives up by itself only when
+ * the server refuses its credentials (UNAUTHENTICATED or PERMISSION_DENIED
+ * before Registered: retrying with the same token cannot help): it then
+ * returns GS_EAUTH.
+ *
+ * Security.  token (if set) goes with the stream as "authorization: Bearer
+ * <token>" (the server's worker token); tls / tls_ca_file / tls_cert_file +
+ * tls_key_file connect over TLS (rpc_tls.h).  The token never appears in a
+ * log line.
  *
  * Stopping.  Drain from the server: no new task is started (later
  * assignments are left to the server to requeue when the session ends);
@@ -69,8 +77,9 @@
  * spawns children, so SIGCHLD must not be SIG_IGN (see task_runner.h).
  *
  * Errors: GS_OK after a stop or a drain; GS_EINVAL for bad options (nothing
- * started); GS_ENOMEM / GS_EIO when a resource (runner, client) cannot be
- * set up.  Nothing a server sends makes it abort.
+ * started); GS_ENOMEM / GS_EIO when a resource (runner, client, a TLS file)
+ * cannot be set up; GS_EAUTH when the server refuses the credentials.
+ * Nothing a server sends makes it abort.
  */
 #ifndef GS_WORKER_AGENT_H
 #define GS_WORKER_AGENT_H
@@ -120,6 +129,11 @@ struct gs_worker_opts {
 	int quiet;                   /* non-zero: no lines on stderr */
 	gs_worker_event_fn on_event; /* may be NULL */
 	void *event_arg;
+	const char *token;         /* bearer token (NULL: none) */
+	int tls;                   /* TLS (implied by tls_ca_file or tls_cert_file) */
+	const char *tls_ca_file;   /* PEM CAs verifying the server (NULL: gRPC's roots) */
+	const char *tls_cert_file; /* PEM client certificate (mutual TLS), with ... */
+	const char *tls_key_file;  /* ... its PEM private key */
 };
 
 /* Run the worker until *stop is set or the server drains it (GS_OK), or a

@@ -14,6 +14,7 @@
 
 #include "gsched.pb-c.h"
 #include "rpc_client.h"
+#include "rpc_tls.h"
 
 #define SVC_TASK  "/gsched.v1.TaskService/"
 #define SVC_ADMIN "/gsched.v1.AdminService/"
@@ -25,6 +26,9 @@
 struct gs_client {
 	struct gs_rpc_client *rpc;
 	char *addr;
+	struct gs_rpc_md md[1]; /* authorization, when a token is set */
+	size_t n_md;
+	char *auth; /* "Bearer <token>" (wiped when closed) */
 	int call_timeout_ms;
 	pthread_mutex_t mu; /* err */
 	char err[512];
@@ -194,7 +198,7 @@ static int call(struct gs_client *c, const char *method, const struct pbw *req, 
 		memset(rep, 0, sizeof(*rep));
 		return GS_ENOMEM;
 	}
-	int rc = gs_rpc_client_unary(c->rpc, method, req->d, req->len, NULL, 0,
+	int rc = gs_rpc_client_unary(c->rpc, method, req->d, req->len, c->md, c->n_md,
 	                             timeout_ms > 0 ? timeout_ms : c->call_timeout_ms, rep);
 	if (rc != GS_OK) {
 		char code[96];
@@ -235,6 +239,28 @@ int gs_client_connect_err(const char *addr, const struct gs_client_opts *opts,
 	    .max_message_bytes = o.max_message_bytes ? o.max_message_bytes : 64u << 20,
 	    .reconnect_max_ms = 1000,
 	};
+	struct gs_rpc_tls tls = {
+	    .ca_file = o.tls_ca_file, .cert_file = o.tls_cert_file, .key_file = o.tls_key_file};
+	if (o.tls || o.tls_ca_file || o.tls_cert_file || o.tls_key_file) {
+		char why[400];
+		int trc = gs_rpc_tls_check(&tls, 0, why, sizeof(why));
+		if (trc != GS_OK) {
+			if (err)
+				snprintf(err, err_len, "%s", why);
+			gs_client_close(c);
+			return trc;
+		}
+		ro.tls = &tls;
+	}
+	if (o.token && o.token[0]) {
+		c->auth = gs_rpc_bearer_value(o.token);
+		if (!c->auth) {
+			gs_client_close(c);
+			return GS_ENOMEM;
+		}
+		c->md[0] = (struct gs_rpc_md){.key = "authorization", .value = c->auth};
+		c->n_md = 1;
+	}
 	int rc = gs_rpc_client_create(addr, &ro, &c->rpc);
 	if (rc != GS_OK) {
 		if (err)
@@ -244,7 +270,7 @@ int gs_client_connect_err(const char *addr, const struct gs_client_opts *opts,
 	}
 	if (o.connect_timeout_ms >= 0) {
 		struct gs_rpc_reply rep;
-		rc = gs_rpc_client_unary(c->rpc, HEALTH, "", 0, NULL, 0,
+		rc = gs_rpc_client_unary(c->rpc, HEALTH, "", 0, c->md, c->n_md,
 		                         o.connect_timeout_ms ? o.connect_timeout_ms : 5000, &rep);
 		/* HealthCheckResponse: status = 1 (SERVING). */
 		if (rc == GS_OK && !(rep.len >= 2 && rep.data[0] == 0x08 && rep.data[1] == 1)) {
@@ -283,6 +309,7 @@ void gs_client_close(struct gs_client *c)
 	if (c->rpc)
 		gs_rpc_client_destroy(c->rpc);
 	pthread_mutex_destroy(&c->mu);
+	gs_rpc_token_free(c->auth);
 	free(c->addr);
 	free(c);
 }
@@ -765,8 +792,8 @@ int gs_client_stream_open(struct gs_client *c, gs_client_ack_fn on_ack,
 	pthread_mutex_init(&s->mu, NULL);
 	static const struct gs_rpc_stream_ops ops = {.on_message = st_message,
 	                                             .on_close = st_close};
-	int rc = gs_rpc_stream_open(c->rpc, SVC_TASK "SubmitStream", GS_RPC_BIDI, NULL, 0, NULL, 0,
-	                            0, &ops, s, &s->rpc);
+	int rc = gs_rpc_stream_open(c->rpc, SVC_TASK "SubmitStream", GS_RPC_BIDI, NULL, 0, c->md,
+	                            c->n_md, 0, &ops, s, &s->rpc);
 	if (rc != GS_OK) {
 		set_err(c, "SubmitStream: %s%s", gs_strerror(rc), "");
 		pthread_mutex_destroy(&s->mu);

@@ -10,7 +10,10 @@
  * Connecting.  gs_client_connect() probes the server (grpc.health.v1 Check)
  * within connect_timeout_ms, so an unreachable address fails there, quickly,
  * with GS_EUNAVAIL and a one-line message (gs_client_error); every later
- * call has a deadline too: nothing blocks without bound.
+ * call has a deadline too: nothing blocks without bound.  A TLS handshake
+ * that fails (wrong CA, a plaintext server) fails the probe the same way.
+ * Health is served without a token, so a missing or wrong token shows up on
+ * the first call: GS_EAUTH (UNAUTHENTICATED or PERMISSION_DENIED).
  *
  * Thread-safety: every function may be called from any thread on one client;
  * gs_client_stream_submit may be called from several threads at once.
@@ -22,8 +25,9 @@
  * Errors: gs_status codes (gs_error.h): GS_EINVAL (bad argument or the
  * server said INVALID_ARGUMENT), GS_ENOTFOUND, GS_EFULL (RESOURCE_EXHAUSTED,
  * or a stream's send queue full: retry later), GS_EUNAVAIL (unreachable or
- * shutting down), GS_ETIMEOUT, GS_ENOMEM, GS_EPROTO (malformed reply),
- * GS_EIO.  The server's message is kept for gs_client_error.
+ * shutting down), GS_ETIMEOUT, GS_EAUTH (UNAUTHENTICATED, PERMISSION_DENIED),
+ * GS_ENOMEM, GS_EPROTO (malformed reply), GS_EIO (also: a TLS file cannot be
+ * read at connect).  The server's message is kept for gs_client_error.
  *
  * Buffers: inputs are copied before the call returns.  Results, statuses,
  * worker lists and stats returned by the blocking calls are the caller's to
@@ -70,6 +74,12 @@ struct gs_client_opts {
 	int connect_timeout_ms;   /* the probe's bound (0: 5000; < 0: no probe) */
 	int call_timeout_ms;      /* unary calls other than Wait (0: 30000) */
 	size_t max_message_bytes; /* receive/send limit (0: 64 MiB) */
+	/* Security (all optional; strings are copied or read at connect). */
+	const char *token;         /* bearer token sent with every call (NULL: none) */
+	bool tls;                  /* TLS (implied by tls_ca_file or tls_cert_file) */
+	const char *tls_ca_file;   /* PEM CAs verifying the server (NULL: gRPC's roots) */
+	const char *tls_cert_file; /* PEM client certificate (mutual TLS), with ... */
+	const char *tls_key_file;  /* ... its PEM private key */
 };
 
 /* One task to submit.  Exactly one of argv (argc > 0) and handler should be
@@ -134,7 +144,7 @@ bool gs_client_state_final(int state);
 
 /* Connects to addr ("host:port") and probes it.  opts may be NULL.
  * GS_EUNAVAIL (unreachable: *out is NULL, the message says why), GS_EINVAL,
- * GS_ENOMEM. */
+ * GS_EIO (a TLS file cannot be read: the message names it), GS_ENOMEM. */
 int gs_client_connect(const char *addr, const struct gs_client_opts *opts, struct gs_client **out);
 void gs_client_close(struct gs_client *c);
 /* The message of the last failed call (never NULL).  With c NULL: the last

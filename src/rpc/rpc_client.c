@@ -102,9 +102,31 @@ int gs_rpc_client_create(const char *target, const struct gs_rpc_client_opts *op
 	gs_rpc_lib_ref();
 	struct gs_chan_args args;
 	gs_chan_args_init(&args, c->max_message, true, o.reconnect_max_ms);
-	grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-	c->ch = grpc_channel_create(target, creds, &args.args);
-	grpc_channel_credentials_release(creds);
+	grpc_channel_credentials *creds;
+	if (o.tls == NULL) {
+		creds = grpc_insecure_credentials_create();
+	} else {
+		struct gs_tls_pem pem;
+		int rc = gs_tls_pem_load(o.tls, false, &pem, NULL, 0);
+		if (rc != GS_OK) {
+			gs_rpc_lib_unref();
+			free(c);
+			return rc;
+		}
+		grpc_ssl_pem_key_cert_pair pair = {.private_key = pem.key, .cert_chain = pem.cert};
+		/* gRPC copies the PEM strings: ours are wiped at once. */
+		creds = grpc_ssl_credentials_create(pem.ca, pem.cert ? &pair : NULL, NULL, NULL);
+		gs_tls_pem_free(&pem);
+		if (o.tls->target_name && o.tls->target_name[0]) {
+			grpc_arg *a = &args.arg[args.args.num_args++];
+			a->type = GRPC_ARG_STRING;
+			a->key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+			a->value.string = (char *)o.tls->target_name;
+		}
+	}
+	c->ch = creds ? grpc_channel_create(target, creds, &args.args) : NULL;
+	if (creds)
+		grpc_channel_credentials_release(creds);
 	if (c->ch == NULL) {
 		gs_rpc_lib_unref();
 		free(c);

@@ -1,7 +1,7 @@
 /*
  * rpc_client.h - a gRPC client for opaque-bytes methods (gRPC core adapter).
  *
- * Owns: a channel to one target (insecure for now), blocking unary calls, and
+ * Owns: a channel to one target (insecure, or TLS with opts.tls), blocking unary calls, and
  * streams (server-stream or bidi), each stream with its own completion queue
  * and thread.  Bytes in and out are opaque: protobuf encoding is the caller's.
  *
@@ -35,6 +35,7 @@
 
 #include "rpc_server.h" /* enum gs_rpc_kind */
 #include "rpc_status.h"
+#include "rpc_tls.h"
 
 struct gs_rpc_client;
 struct gs_rpc_stream;
@@ -43,6 +44,11 @@ struct gs_rpc_client_opts {
 	size_t max_message_bytes; /* send and receive limit (0: 4 MiB) */
 	size_t max_queue_bytes;   /* per-stream outbound bound (0 or more: max_message_bytes) */
 	int reconnect_max_ms;     /* upper bound of the reconnect backoff (0: 2000) */
+	/* NULL: insecure.  Else TLS (rpc_tls.h): ca_file verifies the server
+	 * (NULL: gRPC's default roots), cert_file + key_file are the client's
+	 * own certificate for mutual TLS (optional), target_name overrides the
+	 * name checked in the server's certificate.  Read during create. */
+	const struct gs_rpc_tls *tls;
 };
 
 /* The outcome of a unary call. */
@@ -60,8 +66,10 @@ struct gs_rpc_stream_ops {
 };
 
 /* target: "127.0.0.1:7070", "dns:///host:port", "unix:/path".  opts may be
- * NULL.  Connecting is lazy: a bad target shows up on the first call.
- * GS_EINVAL, GS_ENOMEM, GS_EIO. */
+ * NULL.  Connecting is lazy: a bad target, or a TLS handshake that fails
+ * (UNAVAILABLE), shows up on the first call.  GS_EINVAL (bad options, TLS
+ * certificate without key), GS_ENOMEM, GS_EIO (a TLS file cannot be read or
+ * is not PEM: gs_rpc_tls_check says why, gRPC refused). */
 int gs_rpc_client_create(const char *target, const struct gs_rpc_client_opts *opts,
                          struct gs_rpc_client **out);
 void gs_rpc_client_destroy(struct gs_rpc_client *c);

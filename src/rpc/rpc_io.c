@@ -127,9 +127,13 @@ void gs_chan_args_init(struct gs_chan_args *st, size_t max_message, bool client,
 		st->arg[n].type = GRPC_ARG_INTEGER;
 		st->arg[n].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
 		st->arg[n++].value.integer = rinit;
+		/* gRPC core 29 uses this one as the minimum connect timeout (TCP,
+		 * TLS handshake and the first SETTINGS), not as a backoff: 200 ms
+		 * made TLS connects fail on a loaded machine.  A refused
+		 * connection still fails at once; calls keep their deadlines. */
 		st->arg[n].type = GRPC_ARG_INTEGER;
 		st->arg[n].key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
-		st->arg[n++].value.integer = rinit;
+		st->arg[n++].value.integer = 5000;
 		st->arg[n].type = GRPC_ARG_INTEGER;
 		st->arg[n].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
 		st->arg[n++].value.integer = rmax;

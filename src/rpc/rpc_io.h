@@ -23,6 +23,7 @@
 #include <grpc/support/time.h>
 
 #include "rpc_status.h"
+#include "rpc_tls.h"
 
 /* The build passes GS_GRPC_CORE_MAJOR from pkg-config's grpc version; the
  * adapter is written against gRPC core 29 (gRPC 1.51). */
@@ -75,9 +76,10 @@ gpr_timespec gs_deadline_ms(int ms);
 int64_t gs_ms_until(gpr_timespec t);
 
 /* Channel args for the message size limits (send and receive).  `store`
- * must outlive the use of the returned args. */
+ * must outlive the use of the returned args.  Two entries are left free
+ * for the caller to append (args.num_args++). */
 struct gs_chan_args {
-	grpc_arg arg[6];
+	grpc_arg arg[8];
 	grpc_channel_args args;
 };
 void gs_chan_args_init(struct gs_chan_args *store, size_t max_message, bool client,
@@ -97,5 +99,15 @@ void gs_md_copy_free(struct gs_md_copy *md);
  * releases with gs_md_out_free).  GS_EINVAL for an illegal key/value. */
 int gs_md_out_build(const struct gs_rpc_md *md, size_t n, grpc_metadata **out);
 void gs_md_out_free(grpc_metadata *md, size_t n);
+
+/* The PEM contents a TLS configuration names (rpc_tls.c): NULL where not
+ * set.  Loaded by gs_tls_pem_load (checks as gs_rpc_tls_check; err names the
+ * file, never its bytes); gs_tls_pem_free wipes the memory and frees it. */
+struct gs_tls_pem {
+	char *cert, *key, *ca;
+};
+int gs_tls_pem_load(const struct gs_rpc_tls *tls, bool server, struct gs_tls_pem *out, char *err,
+                    size_t err_len);
+void gs_tls_pem_free(struct gs_tls_pem *p);
 
 #endif /* GS_RPC_IO_H */

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -120,6 +121,8 @@ struct gs_rpc_server {
 	unsigned armed_per_method;
 	size_t max_message, max_queue;
 	struct gs_rpc_server_opts hooks; /* thread start/stop hooks */
+	gs_rpc_auth_fn auth;             /* fixed before start */
+	void *auth_arg;
 
 	struct method **methods;
 	size_t nmethods;
@@ -662,7 +665,15 @@ static void on_request(struct gs_rpc_server *srv, struct request *r, bool succes
 		return;
 	}
 
-	if (call->catch_all) {
+	int auth_code = GS_RPC_OK;
+	const char *auth_msg = NULL;
+	if (srv->auth)
+		auth_code = srv->auth(call, srv->auth_arg, &auth_msg);
+	if (auth_code != GS_RPC_OK) {
+		if (auth_code < GS_RPC_CANCELLED || auth_code > GS_RPC_UNAUTHENTICATED)
+			auth_code = GS_RPC_PERMISSION_DENIED;
+		call_finish_internal(call, auth_code, auth_msg ? auth_msg : "not allowed");
+	} else if (call->catch_all) {
 		call_finish_internal(call, GS_RPC_UNIMPLEMENTED, "unknown method");
 	} else if (stopping) {
 		call_finish_internal(call, GS_RPC_UNAVAILABLE, "server shutting down");
@@ -859,17 +870,84 @@ int gs_rpc_server_add_method(struct gs_rpc_server *srv, const char *path, enum g
 	return GS_OK;
 }
 
+int gs_rpc_server_set_auth(struct gs_rpc_server *srv, gs_rpc_auth_fn fn, void *arg)
+{
+	if (srv == NULL)
+		return GS_EINVAL;
+	if (srv->started || atomic_load(&srv->stopping))
+		return GS_ESTATE;
+	srv->auth = fn;
+	srv->auth_arg = arg;
+	return GS_OK;
+}
+
+static void set_err(char *err, size_t err_len, const char *fmt, const char *a)
+{
+	if (err && err_len)
+		snprintf(err, err_len, fmt, a);
+}
+
+/* The server's credentials: insecure without tls, else TLS from the PEM files. */
+static grpc_server_credentials *server_creds(const struct gs_rpc_tls *tls, int *rc, char *err,
+                                             size_t err_len)
+{
+	*rc = GS_OK;
+	if (tls == NULL)
+		return grpc_insecure_server_credentials_create();
+	struct gs_tls_pem pem;
+	*rc = gs_tls_pem_load(tls, true, &pem, err, err_len);
+	if (*rc != GS_OK)
+		return NULL;
+	grpc_ssl_pem_key_cert_pair pair = {.private_key = pem.key, .cert_chain = pem.cert};
+	grpc_ssl_client_certificate_request_type req = GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE;
+	if (pem.ca)
+		req = tls->require_client_cert
+		          ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+		          : GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY;
+	/* gRPC copies the PEM strings: ours are wiped at once. */
+	grpc_server_credentials *creds =
+	    grpc_ssl_server_credentials_create_ex(pem.ca, &pair, 1, req, NULL);
+	gs_tls_pem_free(&pem);
+	if (creds == NULL) {
+		set_err(err, err_len, "gRPC refused the TLS settings (certificate %s)",
+		        tls->cert_file);
+		*rc = GS_EIO;
+	}
+	return creds;
+}
+
 int gs_rpc_server_start(struct gs_rpc_server *srv, const char *addr, int *bound_port)
 {
+	return gs_rpc_server_start_tls(srv, addr, NULL, bound_port, NULL, 0);
+}
+
+int gs_rpc_server_start_tls(struct gs_rpc_server *srv, const char *addr,
+                            const struct gs_rpc_tls *tls, int *bound_port, char *err,
+                            size_t err_len)
+{
+	if (err && err_len)
+		err[0] = 0;
 	if (srv == NULL || addr == NULL || *addr == 0)
 		return GS_EINVAL;
 	if (srv->started || atomic_load(&srv->stopping))
 		return GS_ESTATE;
-	grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+	int rc;
+	grpc_server_credentials *creds = server_creds(tls, &rc, err, err_len);
+	if (creds == NULL)
+		return rc != GS_OK ? rc : GS_EIO;
 	int port = grpc_server_add_http2_port(srv->gsrv, addr, creds);
 	grpc_server_credentials_release(creds);
-	if (port == 0)
+	if (port == 0) {
+		if (tls)
+			set_err(err, err_len,
+			        "cannot listen on %s (address in use or not valid, or gRPC "
+			        "refused the TLS certificate or key)",
+			        addr);
+		else
+			set_err(err, err_len, "cannot listen on %s (address in use or not valid)",
+			        addr);
 		return GS_EIO;
+	}
 	grpc_server_start(srv->gsrv);
 	srv->started = true;
 	for (unsigned i = 0; i < srv->nthreads; i++) {

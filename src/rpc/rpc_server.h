@@ -6,7 +6,9 @@
  * path ("/gsched.v1.TaskService/Submit") and kind; bytes in and out are
  * opaque here: encoding and decoding protobuf is the caller's job.
  *
- * Calls.  For each new call the method's callbacks run on a polling thread:
+ * Calls.  For each new call, the server's authorizer (gs_rpc_server_set_auth,
+ * if set) runs first and may refuse it with a status; then the method's
+ * callbacks run on a polling thread:
  *   on_open      - once; returns GS_OK to accept (it may store per-call user
  *                  data in *call_ud) or a gs_status to refuse the call, which
  *                  is then finished with the mapped gRPC code and sees no
@@ -54,6 +56,7 @@
 #include <stdint.h>
 
 #include "rpc_status.h"
+#include "rpc_tls.h"
 
 struct gs_rpc_server;
 struct gs_rpc_call;
@@ -100,11 +103,31 @@ int gs_rpc_server_create(const struct gs_rpc_server_opts *opts, struct gs_rpc_se
 int gs_rpc_server_add_method(struct gs_rpc_server *srv, const char *path, enum gs_rpc_kind kind,
                              const struct gs_rpc_method_ops *ops, void *method_ud);
 
+/* Checks every call (registered or not) before anything else: returns
+ * GS_RPC_OK to let it through, or the gRPC code (enum gs_rpc_code) to finish
+ * it with, with *message (a static string; never a secret) as its details.
+ * Runs on a polling thread; reads the call's metadata and path only. */
+typedef int (*gs_rpc_auth_fn)(const struct gs_rpc_call *call, void *arg, const char **message);
+
+/* Install the authorizer (fn NULL: none, every call goes on) before
+ * gs_rpc_server_start.  GS_EINVAL (srv NULL), GS_ESTATE (already started). */
+int gs_rpc_server_set_auth(struct gs_rpc_server *srv, gs_rpc_auth_fn fn, void *arg);
+
 /* Listen on addr ("127.0.0.1:0", "[::]:7070", "unix:/path"), insecure, and
  * start serving.  *bound_port (may be NULL) receives the port bound (port 0
  * asks for a free one).  Unknown methods are answered UNIMPLEMENTED.
  * GS_EIO if the address cannot be bound, GS_ESTATE if started or stopped. */
 int gs_rpc_server_start(struct gs_rpc_server *srv, const char *addr, int *bound_port);
+
+/* Like gs_rpc_server_start, over TLS when tls is not NULL (see rpc_tls.h:
+ * certificate and key required; ca_file and require_client_cert for client
+ * certificates).  The PEM files are read here.  GS_EINVAL (bad settings),
+ * GS_EIO (a file cannot be read or is not PEM, gRPC refused the
+ * certificate or key, or the address cannot be bound: err, which may be
+ * NULL, says which, naming files but never their contents), GS_ESTATE. */
+int gs_rpc_server_start_tls(struct gs_rpc_server *srv, const char *addr,
+                            const struct gs_rpc_tls *tls, int *bound_port, char *err,
+                            size_t err_len);
 
 /* 1 once gs_rpc_server_stop has begun, else 0. */
 int gs_rpc_server_is_stopping(const struct gs_rpc_server *srv);

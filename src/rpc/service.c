@@ -4,6 +4,7 @@
 #include <time.h>
 
 #include "gs_error.h"
+#include "rpc_tls.h"
 #include "service_impl.h"
 
 uint64_t gs_now_us(void)
@@ -44,6 +45,28 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 		s->o.result_ttl_ms = 300000;
 	if (!s->o.max_batch)
 		s->o.max_batch = 100000;
+	s->o.client_token = NULL;
+	s->o.worker_token = NULL;
+	if (o && o->client_token && o->worker_token &&
+	    strcmp(o->client_token, o->worker_token) == 0) {
+		free(s);
+		return GS_EINVAL;
+	}
+	if (o && o->client_token && o->client_token[0]) {
+		s->o.client_token = strdup(o->client_token);
+		s->client_token_len = strlen(o->client_token);
+	}
+	if (o && o->worker_token && o->worker_token[0]) {
+		s->o.worker_token = strdup(o->worker_token);
+		s->worker_token_len = strlen(o->worker_token);
+	}
+	if ((o && o->client_token && o->client_token[0] && !s->o.client_token) ||
+	    (o && o->worker_token && o->worker_token[0] && !s->o.worker_token)) {
+		gs_rpc_token_free((char *)s->o.client_token);
+		gs_rpc_token_free((char *)s->o.worker_token);
+		free(s);
+		return GS_ENOMEM;
+	}
 	s->started_us = gs_now_us();
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->wake_mu, NULL);
@@ -54,6 +77,8 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	uint32_t mw = gs_engine_geom(e)->max_workers;
 	s->batch.pos = malloc(mw * sizeof(*s->batch.pos));
 	if (!s->batch.pos) {
+		gs_rpc_token_free((char *)s->o.client_token);
+		gs_rpc_token_free((char *)s->o.worker_token);
 		free(s);
 		return GS_ENOMEM;
 	}
@@ -61,6 +86,9 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 		s->batch.pos[i] = -1;
 	int rc = gs_worker_table_create(conn_free, s, &s->workers);
 	if (rc != GS_OK) {
+		gs_rpc_token_free((char *)s->o.client_token);
+		gs_rpc_token_free((char *)s->o.worker_token);
+		free(s->batch.pos);
 		free(s);
 		return rc;
 	}
@@ -68,9 +96,56 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	return GS_OK;
 }
 
+#define WORKER_PREFIX "/gsched.v1.WorkerService/"
+#define HEALTH_PREFIX "/grpc.health.v1.Health/"
+
+/* The token check of every call (see service.h).  Messages are static and
+ * never carry the presented or expected token. */
+static int authorize(const struct gs_rpc_call *call, void *arg, const char **message)
+{
+	gs_service *s = arg;
+	const char *path = gs_rpc_call_method(call);
+	if (strncmp(path, HEALTH_PREFIX, sizeof(HEALTH_PREFIX) - 1) == 0)
+		return GS_RPC_OK;
+	bool worker = strncmp(path, WORKER_PREFIX, sizeof(WORKER_PREFIX) - 1) == 0;
+	const char *want = worker ? s->o.worker_token : s->o.client_token;
+	size_t want_len = worker ? s->worker_token_len : s->client_token_len;
+	const char *other = worker ? s->o.client_token : s->o.worker_token;
+	size_t other_len = worker ? s->client_token_len : s->worker_token_len;
+	if (want == NULL)
+		return GS_RPC_OK;
+	const char *v = NULL, *tok = NULL;
+	size_t vlen = 0, tlen = 0;
+	if (gs_rpc_call_metadata(call, "authorization", &v, &vlen) != GS_OK) {
+		*message = "missing credentials: send \"authorization: Bearer <token>\"";
+		return GS_RPC_UNAUTHENTICATED;
+	}
+	tlen = gs_rpc_bearer_parse(v, vlen, &tok);
+	if (tlen == 0) {
+		*message = "malformed authorization header: expected \"Bearer <token>\"";
+		return GS_RPC_UNAUTHENTICATED;
+	}
+	/* Both comparisons always run: the time taken does not say which matched. */
+	bool ok = gs_rpc_token_equal(tok, tlen, want, want_len);
+	bool is_other = other != NULL && gs_rpc_token_equal(tok, tlen, other, other_len);
+	if (ok)
+		return GS_RPC_OK;
+	if (is_other) {
+		*message = worker ? "a client token cannot connect as a worker"
+		                  : "a worker token cannot call the client or admin API";
+		return GS_RPC_PERMISSION_DENIED;
+	}
+	*message = "invalid token";
+	return GS_RPC_UNAUTHENTICATED;
+}
+
 int gs_service_register(gs_service *s, struct gs_rpc_server *srv)
 {
-	int rc = gs_task_service_register(s, srv);
+	int rc = GS_OK;
+	if (s->o.client_token || s->o.worker_token)
+		rc = gs_rpc_server_set_auth(srv, authorize, s);
+	if (rc == GS_OK)
+		rc = gs_task_service_register(s, srv);
 	if (rc == GS_OK)
 		rc = gs_worker_service_register(s, srv);
 	if (rc == GS_OK)
@@ -102,6 +177,8 @@ void gs_service_destroy(gs_service *s)
 	pthread_mutex_destroy(&s->wake_mu);
 	pthread_mutex_destroy(&s->sched_mu);
 	pthread_cond_destroy(&s->wake_cv);
+	gs_rpc_token_free((char *)s->o.client_token);
+	gs_rpc_token_free((char *)s->o.worker_token);
 	free(s);
 }
 

@@ -18,6 +18,15 @@
  *     (destroy after the rpc server is destroyed).
  * The PLM's state is under one process-local mutex; the engine is lock-free.
  *
+ * Authentication.  With a client token and/or a worker token set, every
+ * call must carry "authorization: Bearer <token>": TaskService and
+ * AdminService take the client token, WorkerService the worker token
+ * (checked when the call opens, before any message is read).  No or an
+ * unknown token: UNAUTHENTICATED; the other kind's token: PERMISSION_DENIED.
+ * A kind whose token is not set is not checked.  grpc.health.v1.Health stays
+ * open (standard probes carry no token).  Comparisons take constant time;
+ * no token appears in any message or log line.
+ *
  * Errors: gs_status codes; RPC errors go to the client as gRPC statuses.
  */
 #ifndef GS_SERVICE_H
@@ -36,14 +45,19 @@ typedef struct gs_service_opts {
 	uint32_t worker_timeout_ms; /* silence this long: dead (default 3000) */
 	uint32_t result_ttl_ms;     /* unfetched results kept this long (default 300000) */
 	uint32_t max_batch;         /* tasks per Submit (default 100000) */
+	const char *client_token;   /* NULL: TaskService/AdminService unchecked (copied) */
+	const char *worker_token;   /* NULL: WorkerService unchecked (copied) */
 } gs_service_opts;
 
 typedef struct gs_service_counters {
 	uint64_t dispatched, results, stale_results, workers_lost, in_flight;
 } gs_service_counters;
 
+/* GS_EINVAL if both tokens are set and equal (the kinds could not be told
+ * apart), GS_ENOMEM. */
 int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out);
-/* Registers every method and Health on srv (before gs_rpc_server_start). */
+/* Registers every method and Health on srv, and the token check when a token
+ * is set (before gs_rpc_server_start). */
 int gs_service_register(gs_service *s, struct gs_rpc_server *srv);
 void gs_service_destroy(gs_service *s);
 

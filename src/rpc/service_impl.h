@@ -54,7 +54,7 @@ struct assign_batch {
 	struct assign_ent {
 		uint64_t wid;
 		gs_pb_buf buf;
-	} *ent;
+	} * ent;
 	size_t n, cap;
 	int32_t *pos; /* per worker slot: index in ent, or -1 */
 };
@@ -82,7 +82,8 @@ void gs_worker_conn_unref(struct worker_conn *c);
 
 struct gs_service {
 	gs_engine *eng;
-	gs_service_opts o;
+	gs_service_opts o; /* o.client_token / o.worker_token: our own copies */
+	size_t client_token_len, worker_token_len;
 	gs_worker_table *workers;
 	struct gs_rpc_health *health;
 	uint64_t started_us;
@@ -92,7 +93,7 @@ struct gs_service {
 	pthread_mutex_t mu;
 	struct sub **buckets;
 	size_t n_buckets, n_subs;
-	struct waiter waits; /* sentinel of the open-Wait list */
+	struct waiter waits;  /* sentinel of the open-Wait list */
 	struct waiter *dirty; /* waiters with output to flush */
 	struct retained *ret;
 	size_t ret_head, ret_len, ret_cap;
@@ -109,7 +110,7 @@ struct gs_service {
 	 * scheduler thread, or an RPC thread that just queued work or freed a
 	 * worker slot and found the role free: one thread hop less). */
 	pthread_mutex_t sched_mu;
-	gs_delay_timer timer; /* under sched_mu */
+	gs_delay_timer timer;      /* under sched_mu */
 	struct assign_batch batch; /* under sched_mu */
 
 	_Atomic uint64_t dispatched, results, stale_results, workers_lost;
