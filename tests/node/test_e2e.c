@@ -35,6 +35,7 @@
 #include <cmocka.h>
 
 #include "gsched_client.h"
+#include "gsched.pb-c.h"
 #include "rpc_client.h"
 
 #define MAX_PROCS 16
@@ -698,6 +699,158 @@ static void test_bad_input(void **state)
 	assert_int_equal(in_use, 0);
 }
 
+/* --- stale and foreign reports from a worker ------------------------------- */
+
+/* A hand-driven worker on a raw WorkerService.Connect stream. */
+struct fakew {
+	pthread_mutex_t mu;
+	uint64_t wid;
+	uint64_t task;
+	uint32_t attempt;
+	int assignments;
+	int closed;
+};
+
+static void fw_msg(struct gs_rpc_stream *s, void *ud, const uint8_t *b, size_t n)
+{
+	(void)s;
+	struct fakew *f = ud;
+	Gsched__V1__WorkerDown *m = gsched__v1__worker_down__unpack(NULL, n, b);
+	if (!m)
+		return;
+	pthread_mutex_lock(&f->mu);
+	if (m->n_registered)
+		f->wid = m->registered[0]->worker_id;
+	for (size_t i = 0; i < m->n_assignments; i++) {
+		f->task = m->assignments[i]->id;
+		f->attempt = m->assignments[i]->attempt;
+		f->assignments++;
+	}
+	pthread_mutex_unlock(&f->mu);
+	gsched__v1__worker_down__free_unpacked(m, NULL);
+}
+
+static void fw_close(struct gs_rpc_stream *s, void *ud, int code, const char *details)
+{
+	(void)s;
+	(void)code;
+	(void)details;
+	struct fakew *f = ud;
+	pthread_mutex_lock(&f->mu);
+	f->closed = 1;
+	pthread_mutex_unlock(&f->mu);
+}
+
+static void fw_send(struct gs_rpc_stream *st, const Gsched__V1__WorkerUp *up)
+{
+	size_t n = gsched__v1__worker_up__get_packed_size(up);
+	uint8_t *b = malloc(n ? n : 1);
+	assert_non_null(b);
+	gsched__v1__worker_up__pack(up, b);
+	assert_int_equal(gs_rpc_stream_send(st, b, n), GS_OK);
+	free(b);
+}
+
+static struct gs_rpc_stream *fw_open(struct gs_rpc_client *raw, struct fakew *f, const char *q)
+{
+	static const struct gs_rpc_stream_ops ops = {.on_message = fw_msg, .on_close = fw_close};
+	struct gs_rpc_stream *st;
+	assert_int_equal(gs_rpc_stream_open(raw, "/gsched.v1.WorkerService/Connect", GS_RPC_BIDI,
+	                                    NULL, 0, NULL, 0, 0, &ops, f, &st),
+	                 GS_OK);
+	Gsched__V1__Register reg = GSCHED__V1__REGISTER__INIT;
+	char *queues[] = {(char *)q};
+	reg.name = "fake";
+	reg.slots = 1;
+	reg.n_queues = 1;
+	reg.queues = queues;
+	Gsched__V1__Register *rp = &reg;
+	Gsched__V1__WorkerUp up = GSCHED__V1__WORKER_UP__INIT;
+	up.n_register_ = 1;
+	up.register_ = &rp;
+	fw_send(st, &up);
+	return st;
+}
+
+static void fw_result(struct gs_rpc_stream *st, uint64_t id, uint32_t attempt, const char *out)
+{
+	Gsched__V1__WorkResult r = GSCHED__V1__WORK_RESULT__INIT;
+	r.id = id;
+	r.attempt = attempt;
+	r.state = GSCHED__V1__TASK_STATE__TASK_STATE_DONE;
+	r.output.data = (uint8_t *)out;
+	r.output.len = strlen(out);
+	Gsched__V1__WorkResult *rp = &r;
+	Gsched__V1__WorkerUp up = GSCHED__V1__WORKER_UP__INIT;
+	up.n_results = 1;
+	up.results = &rp;
+	fw_send(st, &up);
+}
+
+static int fw_assignments(struct fakew *f)
+{
+	pthread_mutex_lock(&f->mu);
+	int n = f->assignments;
+	pthread_mutex_unlock(&f->mu);
+	return n;
+}
+
+/* A late result from a lost worker's attempt, and a report of a task never
+ * given to the reporter, are both ignored: the task keeps its real owner and
+ * its one final result comes from that owner. */
+static void test_stale_reports(void **state)
+{
+	struct env *e = *state;
+	struct gs_rpc_client *raw;
+	assert_int_equal(gs_rpc_client_create(e->addr, NULL, &raw), GS_OK);
+	struct fakew a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER},
+	             c = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	struct gs_rpc_stream *sa = fw_open(raw, &a, "stale");
+	struct gs_client_spec spec = {.queue = "stale", .handler = "echo", .payload = "x",
+	                              .payload_len = 1, .retries = 3};
+	uint64_t id = submit1(e, &spec);
+	uint64_t end = mono_ms() + 5000;
+	while (fw_assignments(&a) < 1 && mono_ms() < end)
+		sleep_ms(5);
+	assert_int_equal(fw_assignments(&a), 1);
+	assert_int_equal(a.task, id);
+	assert_int_equal(a.attempt, 1);
+
+	/* A is lost (its stream ends); B gets attempt 2. */
+	gs_rpc_stream_destroy(sa);
+	struct gs_rpc_stream *sb = fw_open(raw, &b, "stale");
+	end = mono_ms() + 5000;
+	while (fw_assignments(&b) < 1 && mono_ms() < end)
+		sleep_ms(5);
+	assert_int_equal(fw_assignments(&b), 1);
+	assert_int_equal(b.task, id);
+	assert_int_equal(b.attempt, 2);
+
+	/* C (A reconnected, say) reports A's attempt late, then B's attempt as
+	 * if it were its own: both ignored. */
+	struct gs_rpc_stream *sc = fw_open(raw, &c, "stale");
+	fw_result(sc, id, 1, "late");
+	fw_result(sc, id, 2, "foreign");
+	sleep_ms(300);
+	struct gs_client_result r;
+	get1(e, id, &r);
+	assert_true(r.state == GS_CLIENT_ASSIGNED || r.state == GS_CLIENT_RUNNING);
+	assert_int_equal(r.attempts, 2);
+	assert_int_equal(r.worker_id, b.wid);
+	gs_client_result_free(&r);
+
+	/* B's own result is the one. */
+	fw_result(sb, id, 2, "owner");
+	assert_int_equal(gs_client_wait(e->c, &id, 1, 5000, &r), GS_OK);
+	assert_int_equal(r.state, GS_CLIENT_DONE);
+	assert_int_equal(r.output_len, 5);
+	assert_memory_equal(r.output, "owner", 5);
+	gs_client_result_free(&r);
+	gs_rpc_stream_destroy(sb);
+	gs_rpc_stream_destroy(sc);
+	gs_rpc_client_destroy(raw);
+}
+
 /* A connection failure is quick and clear. */
 static void test_unreachable(void **state)
 {
@@ -759,6 +912,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_priority, setup_env, teardown_env),
 	    cmocka_unit_test_setup_teardown(test_least_loaded, setup_env, teardown_env),
 	    cmocka_unit_test_setup_teardown(test_worker_killed, setup_env, teardown_env),
+	    cmocka_unit_test_setup_teardown(test_stale_reports, setup_env, teardown_env),
 	    cmocka_unit_test_setup_teardown(test_cancel, setup_env, teardown_env),
 	    cmocka_unit_test_setup_teardown(test_timeout_and_delay, setup_env, teardown_env),
 	    cmocka_unit_test_setup_teardown(test_sigterm, setup_env, teardown_env),
