@@ -10,7 +10,13 @@
  *   throughput  a window of --window tasks in flight over one SubmitStream,
  *               or (--batch B) unary Submit of B specs, then Wait, repeated;
  *   streams     --streams C clients (one connection each), each like
- *               throughput, concurrently.
+ *               throughput, concurrently;
+ *   fill        (--server only) unary Submit of --batch specs, repeated until
+ *               --tasks are queued, never waiting for a result: with no worker
+ *               attached they stay queued (`make bench` measures the server's
+ *               memory per queued task this way).
+ * --percentiles-out FILE writes the round trip's percentile curve (one
+ * "percentile microseconds" line per point) for plotting.
  * Every task is timed end to end (client send -> result at the client) and
  * by hop from the timestamps carried in the result (submitted_us,
  * assigned_us, started_us, finished_us), all CLOCK_REALTIME microseconds so
@@ -45,7 +51,7 @@
 #define POLL_MS       50
 #define DEFAULT_PROBE 1000
 
-enum bench_mode { MODE_LATENCY, MODE_THROUGHPUT, MODE_STREAMS };
+enum bench_mode { MODE_LATENCY, MODE_THROUGHPUT, MODE_STREAMS, MODE_FILL };
 enum bench_path { PATH_AUTO, PATH_STREAM, PATH_UNARY };
 
 /* The histograms: the round trip, the five hops, and the ack as the client
@@ -85,6 +91,7 @@ struct bench_cfg {
 	unsigned workers, slots;
 	int timeout_s;
 	bool json;
+	const char *pct_out; /* --percentiles-out FILE, or NULL */
 	volatile sig_atomic_t *stop;
 };
 
@@ -774,7 +781,10 @@ struct bench_report {
 
 static const char *mode_name(int m)
 {
-	return m == MODE_LATENCY ? "latency" : m == MODE_THROUGHPUT ? "throughput" : "streams";
+	return m == MODE_LATENCY      ? "latency"
+	       : m == MODE_THROUGHPUT ? "throughput"
+	       : m == MODE_FILL       ? "fill"
+	                              : "streams";
 }
 
 static double tasks_per_s(const struct bench_stats *st)
@@ -877,17 +887,104 @@ static void print_json(const struct bench_report *r)
 	       r->all.wrong, r->all.unsent, r->ok ? "true" : "false");
 }
 
+/* --- percentile curve and fill mode --------------------------------------- */
+
+/* Writes h's percentile curve to path: "percentile microseconds" per line,
+ * from p1 to p99.99 (denser in the tail) and max as 100. */
+static int write_percentiles(const char *path, const gs_histogram *h)
+{
+	static const double pts[] = {1,  5,    10,   20,   30,   40,    50,    60,
+	                             70, 75,   80,   85,   90,   95,    97,    98,
+	                             99, 99.5, 99.7, 99.8, 99.9, 99.95, 99.97, 99.99};
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		perror(path);
+		return -1;
+	}
+	fprintf(f, "# round trip: percentile microseconds (%" PRIu64 " tasks)\n", h->count);
+	for (size_t i = 0; i < sizeof(pts) / sizeof(pts[0]); i++)
+		fprintf(f, "%g %" PRIu64 "\n", pts[i], gs_histogram_value_at(h, pts[i]));
+	fprintf(f, "100 %" PRIu64 "\n", gs_histogram_value_at(h, 100));
+	return fclose(f) == 0 ? 0 : -1;
+}
+
+/* Fill: Submit of cfg->batch specs (default 1000) until cfg->tasks are
+ * accepted; results are never waited for.  One JSON line (or text) with the
+ * rate.  Returns the exit status. */
+static int run_fill(const struct bench_cfg *cfg)
+{
+	struct gs_client *c = NULL;
+	struct gs_client_opts co = {.call_timeout_ms = cfg->timeout_s * 1000};
+	char err[256];
+	if (gs_client_connect_err(cfg->server, &co, &c, err, sizeof(err)) != GS_OK) {
+		fprintf(stderr, "gsched bench: cannot reach the server at %s: %s\n", cfg->server,
+		        err);
+		return 1;
+	}
+	size_t b = cfg->batch ? cfg->batch : 1000, sent = 0;
+	struct gs_client_spec *specs = calloc(b, sizeof(*specs));
+	uint64_t *ids = calloc(b, sizeof(*ids));
+	uint8_t *payload = malloc(b * (cfg->payload_bytes ? cfg->payload_bytes : 1));
+	int status = 1;
+	if (!specs || !ids || !payload) {
+		fprintf(stderr, "gsched bench: out of memory\n");
+		goto out;
+	}
+	struct driver shape = {.cfg = cfg}; /* make_spec reads only d->cfg */
+	for (size_t i = 0; i < b; i++) {
+		uint8_t *p = payload + i * cfg->payload_bytes;
+		init_payload(p, cfg->payload_bytes);
+		fill_payload(p, cfg->payload_bytes, i);
+		specs[i] = make_spec(&shape, p);
+	}
+	uint64_t t0 = mono_us();
+	/* Bounded: every Submit has a deadline, and the loop ends at --tasks. */
+	while (sent < cfg->tasks && !*cfg->stop) {
+		size_t k = cfg->tasks - sent < b ? cfg->tasks - sent : b;
+		if (gs_client_submit(c, specs, k, ids) != GS_OK) {
+			fprintf(stderr, "gsched bench: Submit after %zu tasks: %s\n", sent,
+			        gs_client_error(c));
+			break;
+		}
+		sent += k;
+	}
+	double secs = (double)(mono_us() - t0) / 1e6;
+	double rate = secs > 0 ? (double)sent / secs : 0.0;
+	bool ok = sent == cfg->tasks;
+	if (cfg->json)
+		printf(
+		    "{\"mode\":\"fill\",\"server\":\"%s\",\"handler\":\"%s\",\"payload_bytes\":%zu,"
+		    "\"tasks\":%zu,\"batch\":%zu,\"queued\":%zu,\"elapsed_s\":%.6f,"
+		    "\"tasks_per_s\":%.1f,\"ok\":%s}\n",
+		    cfg->server, cfg->handler, cfg->payload_bytes, cfg->tasks, b, sent, secs, rate,
+		    ok ? "true" : "false");
+	else
+		printf("fill: %zu of %zu tasks queued on %s in %.3f s (%.0f tasks/s, Submit of "
+		       "%zu)\n",
+		       sent, cfg->tasks, cfg->server, secs, rate, b);
+	fflush(stdout);
+	status = ok ? 0 : 1;
+out:
+	free(specs);
+	free(ids);
+	free(payload);
+	gs_client_close(c);
+	return status;
+}
+
 /* --- the command ----------------------------------------------------------- */
 
 static void bench_usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: gsched bench [--mode latency|throughput|streams] [--tasks N] [--warmup N]\n"
+	    "usage: gsched bench [--mode latency|throughput|streams|fill] [--tasks N] [--warmup "
+	    "N]\n"
 	    "                    [--window W | --batch B] [--streams C] [--path "
 	    "auto|stream|unary]\n"
 	    "                    [--probe N] [--payload-bytes N] [--handler NAME] [--queue Q]\n"
 	    "                    [--server ADDR | --workers N --slots K] [--timeout-s S] [--json]\n"
+	    "                    [--percentiles-out FILE]\n"
 	    "\n"
 	    "Load generator.  Without --server it starts a local cluster (a server in this\n"
 	    "process, N worker processes of K slots; default 2 x 4).\n"
@@ -898,11 +995,15 @@ static void bench_usage(FILE *f)
 	    "              --batch B unary Submit of B tasks then Wait, repeated\n"
 	    "  streams     C concurrent clients (default 4), each its own connection and\n"
 	    "              like throughput; --tasks and --warmup are split between them\n"
+	    "  fill        --server only: unary Submit of B tasks (--batch, default 1000)\n"
+	    "              until --tasks (default 1000000) are queued, never waiting for\n"
+	    "              results; prints the submit rate\n"
 	    "Workload: the echo handler with a 16-byte payload; the first --warmup tasks\n"
 	    "(default 1000) are not measured.  Prints the round trip (client send ->\n"
 	    "result at the client) and each hop: submit -> ack (accepted by the server),\n"
 	    "ack -> assigned, assigned -> started, started -> finished, finished ->\n"
-	    "delivered; p50, p90, p99, p99.9, max and mean; --json prints one JSON object.\n"
+	    "delivered; p50, p90, p99, p99.9, max and mean; --json prints one JSON object;\n"
+	    "--percentiles-out FILE writes the round trip's percentile curve (p1..p99.99, max).\n"
 	    "No progress for --timeout-s (default 60) ends the run.  Exit 0 if every task\n"
 	    "succeeded exactly once, 1 otherwise, 2 bad usage.\n",
 	    DEFAULT_PROBE);
@@ -940,6 +1041,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 	    {"slots", required_argument, NULL, 'k'},
 	    {"timeout-s", required_argument, NULL, 't'},
 	    {"json", no_argument, NULL, 'j'},
+	    {"percentiles-out", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0, 0, 0, 0},
 	};
@@ -958,6 +1060,8 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 				cfg->mode = MODE_THROUGHPUT;
 			else if (strcmp(optarg, "streams") == 0)
 				cfg->mode = MODE_STREAMS;
+			else if (strcmp(optarg, "fill") == 0)
+				cfg->mode = MODE_FILL;
 			else {
 				fprintf(stderr, "gsched bench: unknown mode '%s'\n", optarg);
 				return -1;
@@ -986,6 +1090,9 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 			continue;
 		case 'j':
 			cfg->json = true;
+			continue;
+		case 'o':
+			cfg->pct_out = optarg;
 			continue;
 		case 'h':
 			bench_usage(stdout);
@@ -1066,7 +1173,14 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 		return -1;
 	}
 	if (!tasks_set)
-		cfg->tasks = cfg->mode == MODE_LATENCY ? 10000 : 200000;
+		cfg->tasks = cfg->mode == MODE_LATENCY ? 10000
+		             : cfg->mode == MODE_FILL  ? 1000000
+		                                       : 200000;
+	if (cfg->mode == MODE_FILL && (!cfg->server || window_set || cfg->pct_out)) {
+		fprintf(stderr, "gsched bench: fill mode needs --server and takes --batch, not "
+		                "--window or --percentiles-out\n");
+		return -1;
+	}
 	if (cfg->batch && window_set) {
 		fprintf(stderr, "gsched bench: --window and --batch exclude each other\n");
 		return -1;
@@ -1108,6 +1222,8 @@ int gs_cli_bench(int argc, char **argv, volatile sig_atomic_t *stop)
 	int pr = parse_args(argc, argv, &cfg);
 	if (pr != 0)
 		return pr > 0 ? 0 : 2;
+	if (cfg.mode == MODE_FILL)
+		return run_fill(&cfg);
 
 	gs_local_cluster *lc = NULL;
 	if (!cfg.server) {
@@ -1188,6 +1304,8 @@ int gs_cli_bench(int argc, char **argv, volatile sig_atomic_t *stop)
 		print_table(&rep);
 	fflush(stdout);
 	status = rep.ok ? 0 : 1;
+	if (cfg.pct_out && write_percentiles(cfg.pct_out, &st->h[H_RT]) != 0)
+		status = 1;
 out:
 	gs_client_close(client);
 	free(st);
