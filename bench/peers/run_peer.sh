@@ -12,7 +12,7 @@
 # them all; memory: WORKERS must be 0, TASKS (default 1000000) queued jobs,
 # server VmRSS before/after, bytes per queued task.
 # Drivers are taken from $PEER_BIN (default build/bench/peers).  Optional:
-# GEARMAND_THREADS (its --threads, default 4), GEARMAND_BUCKETS
+# BEANSTALKD_FSYNC_MS (binlog on: -b DIR -f MS), GEARMAND_THREADS (its --threads, default 4), GEARMAND_BUCKETS
 # (--hashtable-buckets; memory mode defaults it to TASKS).
 set -euo pipefail
 
@@ -35,6 +35,7 @@ esac
 command -v "$peer" >/dev/null || { echo "run_peer: $peer not installed (scripts/setup.sh)" >&2; exit 1; }
 
 tmp=$(mktemp -d /tmp/gs-peer.XXXXXX)
+[ -n "${BEANSTALKD_FSYNC_MS:-}" ] && mkdir -p "$tmp/binlog"
 pids=()
 # Stops workers before the server (last started, first stopped), each by pid.
 cleanup() {
@@ -66,7 +67,9 @@ if [ "$peer" = gearmand ]; then
     ${GEARMAND_THREADS:+--threads=$GEARMAND_THREADS} ${GEARMAND_BUCKETS:+--hashtable-buckets=$GEARMAND_BUCKETS} \
     >"$tmp/server.log" 2>&1 &
 else
-  beanstalkd -l 127.0.0.1 -p "$port" >"$tmp/server.log" 2>&1 &
+  # BEANSTALKD_FSYNC_MS set: binlog on (-b DIR -f MS), as gsched's --data-dir --fsync-ms.
+  beanstalkd -l 127.0.0.1 -p "$port" \
+    ${BEANSTALKD_FSYNC_MS:+-b "$tmp/binlog" -f "$BEANSTALKD_FSYNC_MS"} >"$tmp/server.log" 2>&1 &
 fi
 server=$!
 pids+=("$server")

@@ -226,7 +226,8 @@ int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t
 		atomic_store_explicit(&s->t_assign, 0, memory_order_relaxed);
 		atomic_store_explicit(&s->t_start, 0, memory_order_relaxed);
 		atomic_store_explicit(&s->t_finish, 0, memory_order_relaxed);
-		s->not_before = sp->not_before_us > now_us ? gs_ts_pack(now_us, sp->not_before_us) : 0;
+		s->not_before =
+		    sp->not_before_us > now_us ? gs_ts_pack(now_us, sp->not_before_us) : 0;
 		if (sp->payload_len == 0) {
 			s->payload_ref = GS_REF_NONE;
 		} else if (sp->payload_len <= GS_INLINE_BYTES) {
@@ -300,7 +301,7 @@ static int claim(gs_engine *e, uint64_t id, uint32_t wslot, uint64_t now_us, gs_
 			if (!gs_task_table_cas(s, &w, want))
 				continue;
 			atomic_store_explicit(&s->t_assign, gs_ts_pack(s->t_submit_us, now_us),
-					      memory_order_relaxed);
+			                      memory_order_relaxed);
 			gs_worker_pool_load_add(&e->wp, wslot, 1);
 			COUNT(e, q, queued, -1);
 			COUNT(e, q, assigned, 1);
@@ -401,7 +402,7 @@ int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attem
 	if (!gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_RUNNING)))
 		return GS_ESTALE;
 	atomic_store_explicit(&s->t_start, gs_ts_pack(s->t_submit_us, now_us),
-			      memory_order_relaxed);
+	                      memory_order_relaxed);
 	return GS_OK;
 }
 
@@ -444,9 +445,9 @@ int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t atte
 	                      memory_order_relaxed);
 	if (o->started_us)
 		atomic_store_explicit(&s->t_start, gs_ts_pack(s->t_submit_us, o->started_us),
-				      memory_order_relaxed);
+		                      memory_order_relaxed);
 	atomic_store_explicit(&s->t_finish,
-			      gs_ts_pack(s->t_submit_us, o->finished_us ? o->finished_us : now_us),
+	                      gs_ts_pack(s->t_submit_us, o->finished_us ? o->finished_us : now_us),
 	                      memory_order_relaxed);
 	uint32_t fin = o->failed ? GS_TASK_FAILED : GS_TASK_DONE;
 	uint32_t q = s->queue; /* held: after the store below the slot may be reused */
@@ -486,7 +487,7 @@ int gs_engine_cancel(gs_engine *e, uint64_t task, uint64_t now_us, uint64_t *wor
 			continue;
 		atomic_store_explicit(&s->reason, GS_REASON_CANCELLED, memory_order_relaxed);
 		atomic_store_explicit(&s->t_finish, gs_ts_pack(s->t_submit_us, now_us),
-				      memory_order_relaxed);
+		                      memory_order_relaxed);
 		COUNT(e, q, cancelled, 1);
 		if (st == GS_TASK_QUEUED)
 			COUNT(e, q, queued, -1);
@@ -560,12 +561,12 @@ int gs_engine_task_info(const gs_engine *e, uint64_t task, gs_task_info *out)
 	out->result_len = final ? s->result_len : 0;
 	out->result_dropped = final && (s->flags & RESULT_DROPPED);
 	out->submitted_us = s->t_submit_us;
-	out->assigned_us = gs_ts_unpack(
-		s->t_submit_us, atomic_load_explicit(&s->t_assign, memory_order_relaxed));
-	out->started_us = gs_ts_unpack(s->t_submit_us,
-				       atomic_load_explicit(&s->t_start, memory_order_relaxed));
-	out->finished_us = gs_ts_unpack(s->t_submit_us,
-					atomic_load_explicit(&s->t_finish, memory_order_relaxed));
+	out->assigned_us =
+	    gs_ts_unpack(s->t_submit_us, atomic_load_explicit(&s->t_assign, memory_order_relaxed));
+	out->started_us =
+	    gs_ts_unpack(s->t_submit_us, atomic_load_explicit(&s->t_start, memory_order_relaxed));
+	out->finished_us =
+	    gs_ts_unpack(s->t_submit_us, atomic_load_explicit(&s->t_finish, memory_order_relaxed));
 	out->not_before_us = gs_ts_unpack(s->t_submit_us, s->not_before);
 	return GS_OK;
 }
@@ -726,7 +727,7 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 		atomic_store_explicit(&s->status, -1, memory_order_relaxed);
 		atomic_store_explicit(&s->reason, GS_REASON_WORKER_LOST, memory_order_relaxed);
 		atomic_store_explicit(&s->t_finish, gs_ts_pack(s->t_submit_us, now_us),
-				      memory_order_relaxed);
+		                      memory_order_relaxed);
 		/* release: reason and time are visible with FAILED. */
 		atomic_store_explicit(&s->word, gs_word_with_state(want, GS_TASK_FAILED),
 		                      memory_order_release);
@@ -822,4 +823,171 @@ int gs_engine_worker_info(const gs_engine *e, uint64_t worker, gs_worker_info *o
 	if (rc != GS_OK)
 		return rc;
 	return gs_engine_worker_at(e, slot, out);
+}
+
+/* --- restore ------------------------------------------------------------ */
+
+/* Copies bytes into the slot: inline after `inline_off` if they fit, else the arena. */
+static int slot_store(gs_engine *e, struct gs_task_slot *s, uint32_t inline_off, const void *p,
+                      uint32_t len, uint32_t *ref)
+{
+	if (len == 0) {
+		*ref = GS_REF_NONE;
+		return GS_OK;
+	}
+	if (len <= GS_INLINE_BYTES - inline_off) {
+		memcpy(s->inline_data + inline_off, p, len);
+		*ref = GS_REF_INLINE;
+		return GS_OK;
+	}
+	int rc = gs_arena_alloc(&e->arena, len, ref);
+	if (rc != GS_OK)
+		return rc == GS_ETOOBIG ? GS_ETOOBIG : GS_EFULL;
+	memcpy(gs_arena_ptr(&e->arena, *ref), p, len);
+	return GS_OK;
+}
+
+int gs_engine_restore(gs_engine *e, const gs_restore_task *t, uint64_t now_us)
+{
+	if (!e || !t)
+		return GS_EINVAL;
+	uint32_t ix = gs_task_id_slot(t->id), gen = gs_task_id_gen(t->id);
+	if (gen == 0)
+		return GS_EINVAL;
+	if (ix >= e->geom.max_tasks)
+		return GS_EFULL;
+	bool final;
+	switch (t->state) {
+	case GS_TASK_QUEUED:
+	case GS_TASK_DELAYED:
+	case GS_TASK_ASSIGNED:
+	case GS_TASK_RUNNING:
+		final = false;
+		break;
+	case GS_TASK_DONE:
+	case GS_TASK_FAILED:
+	case GS_TASK_CANCELLED:
+		final = true;
+		break;
+	default:
+		return GS_EINVAL;
+	}
+	gs_task_spec sp = {.queue = t->queue,
+	                   .priority = t->priority,
+	                   .max_retries = t->max_retries,
+	                   .timeout_ms = t->timeout_ms,
+	                   .payload = t->payload,
+	                   .payload_len = t->payload_len};
+	int rc = spec_check(e, &sp);
+	if (rc != GS_OK)
+		return rc;
+	if (t->reason > 255 || (t->result_len > 0 && !t->result))
+		return GS_EINVAL;
+	if (t->result_len > e->geom.max_payload)
+		return GS_ETOOBIG;
+	struct gs_task_slot *s = &e->tt.slots[ix];
+	if (gs_word_state(atomic_load_explicit(&s->word, memory_order_relaxed)) != GS_TASK_FREE)
+		return GS_ESTATE;
+
+	/* Quiescent: plain writes; the word is stored last. */
+	uint32_t pref, rref = GS_REF_NONE, rlen = 0;
+	rc = slot_store(e, s, 0, t->payload, t->payload_len, &pref);
+	if (rc != GS_OK)
+		return rc;
+	if (final && t->state != GS_TASK_CANCELLED && t->result_len > 0) {
+		uint32_t used = pref == GS_REF_INLINE ? t->payload_len : 0; /* inline_used() */
+		rc = slot_store(e, s, used, t->result, t->result_len, &rref);
+		if (rc != GS_OK) {
+			if (pref != GS_REF_INLINE && pref != GS_REF_NONE)
+				gs_arena_free(&e->arena, pref, t->payload_len);
+			return rc;
+		}
+		rlen = t->result_len;
+	}
+	s->queue = (uint16_t)t->queue;
+	s->priority = (uint8_t)t->priority;
+	s->max_retries = (uint8_t)t->max_retries;
+	s->timeout_ms = t->timeout_ms;
+	s->payload_len = t->payload_len;
+	s->payload_ref = pref;
+	s->result_len = rlen;
+	s->result_ref = rref;
+	s->flags = 0;
+	uint64_t base = t->submitted_us ? t->submitted_us : now_us;
+	s->t_submit_us = base;
+	s->not_before = t->not_before_us > base ? gs_ts_pack(base, t->not_before_us) : 0;
+	atomic_store_explicit(&s->t_assign, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->t_start, 0, memory_order_relaxed);
+	atomic_store_explicit(&s->status, final ? t->status : 0, memory_order_relaxed);
+	atomic_store_explicit(&s->reason, (uint8_t)(final ? t->reason : GS_REASON_NONE),
+	                      memory_order_relaxed);
+	atomic_store_explicit(
+	    &s->t_finish, final ? gs_ts_pack(base, t->finished_us ? t->finished_us : now_us) : 0,
+	    memory_order_relaxed);
+
+	uint32_t attempt;
+	if (final)
+		attempt = t->attempt ? t->attempt : 1;
+	else
+		attempt = t->attempt + 1; /* a restart is not the task's fault */
+	if (attempt > GS_MAX_ATTEMPT)
+		attempt = GS_MAX_ATTEMPT;
+	COUNT(e, t->queue, submitted, 1);
+	if (final) {
+		atomic_store_explicit(&s->word, gs_word_make(gen, 0, attempt, false, t->state),
+		                      memory_order_relaxed);
+		if (t->state == GS_TASK_DONE)
+			COUNT(e, t->queue, done, 1);
+		else if (t->state == GS_TASK_FAILED)
+			COUNT(e, t->queue, failed, 1);
+		else
+			COUNT(e, t->queue, cancelled, 1);
+	} else if (t->not_before_us > now_us) {
+		/* restore_finish puts it on the delayed inbox (and marks it linked). */
+		atomic_store_explicit(&s->word,
+		                      gs_word_make(gen, 0, attempt, false, GS_TASK_DELAYED),
+		                      memory_order_relaxed);
+		COUNT(e, t->queue, delayed, 1);
+	} else {
+		/* Pushed now, in call order: FIFO within a priority survives. */
+		atomic_store_explicit(&s->word, gs_word_make(gen, 0, attempt, true, GS_TASK_QUEUED),
+		                      memory_order_relaxed);
+		gs_task_heap_push(&e->th, t->queue, t->priority, t->id);
+	}
+	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_relaxed);
+	if (ix >= hw)
+		atomic_store_explicit(&e->tt.hdr->high_water, ix + 1, memory_order_relaxed);
+	return GS_OK;
+}
+
+uint32_t gs_engine_gen_high(const gs_engine *e)
+{
+	uint32_t high = atomic_load_explicit(&e->tt.hdr->gen_floor, memory_order_relaxed);
+	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_acquire);
+	if (hw > e->geom.max_tasks)
+		hw = e->geom.max_tasks;
+	for (uint32_t ix = 0; ix < hw; ix++) {
+		uint32_t g =
+		    gs_word_gen(atomic_load_explicit(&e->tt.slots[ix].word, memory_order_relaxed));
+		if (g > high)
+			high = g;
+	}
+	return high ? high : 1;
+}
+
+uint32_t gs_engine_task_slots_used(const gs_engine *e)
+{
+	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_acquire);
+	return hw < e->geom.max_tasks ? hw : e->geom.max_tasks;
+}
+
+int gs_engine_task_at(const gs_engine *e, uint32_t slot, gs_task_info *out)
+{
+	if (!e || !out || slot >= e->geom.max_tasks)
+		return GS_ENOTFOUND;
+	uint64_t w = atomic_load_explicit(&e->tt.slots[slot].word, memory_order_acquire);
+	uint32_t st = gs_word_state(w);
+	if (st == GS_TASK_FREE || st == GS_TASK_RESERVED || st == GS_TASK_RELEASED)
+		return GS_ENOTFOUND;
+	return gs_engine_task_info(e, gs_task_id(slot, gs_word_gen(w)), out);
 }

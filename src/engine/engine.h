@@ -52,13 +52,13 @@ typedef struct gs_engine_opts {
 #define GS_MAX_RETRIES 100u
 
 typedef struct gs_task_spec {
-	uint32_t queue;        /* from gs_engine_queue() */
-	uint32_t priority;     /* 0..255, higher runs first */
-	uint32_t max_retries;  /* extra attempts after a worker is lost, 0..100 */
-	uint32_t timeout_ms;   /* for the worker; 0: none */
-	uint64_t not_before_us;/* 0 or a time: DELAYED until then */
-	const void *payload;   /* copied */
-	uint32_t payload_len;  /* 0..max_payload */
+	uint32_t queue;         /* from gs_engine_queue() */
+	uint32_t priority;      /* 0..255, higher runs first */
+	uint32_t max_retries;   /* extra attempts after a worker is lost, 0..100 */
+	uint32_t timeout_ms;    /* for the worker; 0: none */
+	uint64_t not_before_us; /* 0 or a time: DELAYED until then */
+	const void *payload;    /* copied */
+	uint32_t payload_len;   /* 0..max_payload */
 } gs_task_spec;
 
 typedef struct gs_assignment {
@@ -152,7 +152,7 @@ int gs_engine_queue_stats(const gs_engine *e, uint32_t qid, gs_queue_stats *out)
  * over max_payload), GS_EFULL (table or arena full: nothing submitted).
  */
 int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t now_us,
-		     uint64_t *ids);
+                     uint64_t *ids);
 
 /*
  * Pops the next task of queue `queue` and assigns it to `worker` in one CAS,
@@ -160,7 +160,7 @@ int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t
  * (unknown worker), GS_ESTATE (worker not alive).
  */
 int gs_engine_pop_assign(gs_engine *e, uint32_t queue, uint64_t worker, uint64_t now_us,
-			 gs_assignment *out);
+                         gs_assignment *out);
 
 /*
  * The Main Scheduler's step: the least-loaded alive worker of `queue` with a
@@ -171,7 +171,7 @@ int gs_engine_dispatch(gs_engine *e, uint32_t queue, uint64_t now_us, gs_assignm
 
 /* ASSIGNED -> RUNNING for (worker, attempt).  GS_ESTALE for another attempt. */
 int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
-		    uint64_t now_us);
+                    uint64_t now_us);
 
 /*
  * Records the outcome of (worker, attempt): -> DONE or FAILED with the
@@ -180,7 +180,7 @@ int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attem
  * If the arena is full the task still finishes, with result_dropped set.
  */
 int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attempt,
-		     const gs_outcome *o, uint64_t now_us);
+                     const gs_outcome *o, uint64_t now_us);
 
 /*
  * Cancels a DELAYED, QUEUED, ASSIGNED or RUNNING task.  For a task that was
@@ -188,7 +188,7 @@ int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t atte
  * already final, GS_EBUSY while its result is being recorded.
  */
 int gs_engine_cancel(gs_engine *e, uint64_t task, uint64_t now_us, uint64_t *worker,
-		     uint32_t *attempt);
+                     uint32_t *attempt);
 
 /* Frees a final (DONE, FAILED, CANCELLED) task: its ID stops resolving. */
 int gs_engine_release(gs_engine *e, uint64_t task);
@@ -210,8 +210,8 @@ int gs_engine_delayed_release(gs_engine *e, uint64_t task, uint64_t now_us);
 
 /* --- workers -------------------------------------------------------- */
 
-int gs_engine_worker_register(gs_engine *e, uint32_t slots, uint64_t queue_mask,
-			      uint64_t now_us, uint64_t *worker);
+int gs_engine_worker_register(gs_engine *e, uint32_t slots, uint64_t queue_mask, uint64_t now_us,
+                              uint64_t *worker);
 int gs_engine_worker_heartbeat(gs_engine *e, uint64_t worker, uint64_t now_us);
 /* ALIVE -> DRAINING: takes no new tasks, finishes what it has. */
 int gs_engine_worker_drain(gs_engine *e, uint64_t worker);
@@ -223,19 +223,79 @@ int gs_engine_worker_drain(gs_engine *e, uint64_t worker);
  * is freed and its ID stops resolving.  O(tasks in the table).
  */
 int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
-			  void *arg);
+                          void *arg);
 
 /* Workers whose last heartbeat is older than now - timeout: up to max IDs. */
 size_t gs_engine_worker_expired(const gs_engine *e, uint64_t now_us, uint64_t timeout_us,
-				uint64_t *workers, size_t max);
+                                uint64_t *workers, size_t max);
 
 /* IDs of the tasks assigned to a worker, up to max; *n the number written. */
 int gs_engine_worker_tasks(const gs_engine *e, uint64_t worker, uint64_t *ids, size_t max,
-			   size_t *n);
+                           size_t *n);
 
 /* Worker by ID, or by slot index for listing (GS_ENOTFOUND when free). */
 int gs_engine_worker_info(const gs_engine *e, uint64_t worker, gs_worker_info *out);
 int gs_engine_worker_at(const gs_engine *e, uint32_t slot, gs_worker_info *out);
+
+/* --- restore (from the write-ahead log) ------------------------------ */
+
+/* A task as a log remembers it, to put back under its old ID. */
+typedef struct gs_restore_task {
+	uint64_t id;    /* its old ID: slot | generation << 32 (generation > 0) */
+	uint32_t state; /* QUEUED, DELAYED, ASSIGNED or RUNNING (all come back
+	                   QUEUED, or DELAYED while not_before_us is ahead), or
+	                   DONE, FAILED, CANCELLED (kept with their result) */
+	uint32_t queue; /* from gs_engine_queue() */
+	uint32_t priority, max_retries, timeout_ms;
+	uint64_t submitted_us, not_before_us;
+	const void *payload; /* the spec bytes, copied */
+	uint32_t payload_len;
+	uint32_t attempt; /* last attempt assigned, 0 if never */
+	/* final states: */
+	int32_t status;
+	uint32_t reason;      /* enum gs_task_reason */
+	uint64_t finished_us; /* 0: now_us */
+	const void *result;   /* copied */
+	uint32_t result_len;
+} gs_restore_task;
+
+/*
+ * Puts a task back under its old ID, on a freshly created engine before any
+ * submit (quiescent; call gs_engine_restore_finish() once all are in).  A
+ * task that was on a worker comes back QUEUED with the next attempt number
+ * (at-least-once: a restart does not count against its retries).  QUEUED
+ * tasks join their queue in the order of the calls, so restoring them in
+ * submission order keeps FIFO within a priority.  GS_EINVAL (bad field,
+ * generation 0, unknown state or queue), GS_ETOOBIG (payload or result over
+ * max_payload), GS_EFULL (slot beyond max_tasks, or the arena is full: start
+ * with the geometry of the server that wrote the log), GS_ESTATE (that slot
+ * is already in use).  On error nothing changed.
+ */
+int gs_engine_restore(gs_engine *e, const gs_restore_task *t, uint64_t now_us);
+
+/*
+ * Links what gs_engine_restore() put back (as gs_engine_recover() does: free
+ * list, delayed inbox, arena, counters) and makes every ID handed out from
+ * now on have a generation >= gen_floor, so that no new ID equals one issued
+ * before the restart: pass gs_engine_gen_high() of the old engine + 1, as the
+ * log remembered it.  Quiescent.  report may be NULL.
+ */
+int gs_engine_restore_finish(gs_engine *e, uint32_t gen_floor, gs_recovery_report *report);
+
+/* The highest generation any ID of this engine has had or will get next
+ * from a free slot: what a log must remember for gs_engine_restore_finish. */
+uint32_t gs_engine_gen_high(const gs_engine *e);
+
+/*
+ * The task in slot `slot`, for listing (e.g. a snapshot of the live tasks):
+ * GS_ENOTFOUND when the slot is free, being filled or released.  Any thread;
+ * the slot may change right after (read its bytes with task_payload /
+ * task_result by out->id, which fail once the ID is gone).
+ */
+int gs_engine_task_at(const gs_engine *e, uint32_t slot, gs_task_info *out);
+
+/* Slots at or above this one have never held a task: where a listing can stop. */
+uint32_t gs_engine_task_slots_used(const gs_engine *e);
 
 /* --- checking ------------------------------------------------------- */
 

@@ -60,13 +60,10 @@ static void set_word(struct gs_task_slot *s, uint64_t w)
 	atomic_store_explicit(&s->word, w, memory_order_relaxed);
 }
 
-int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
+/* Rebuilds the free list, the queues' links, the delayed inbox, the arena,
+ * the loads and the counters from the slots' words (quiescent). */
+static int repair(gs_engine *e, gs_recovery_report *rep)
 {
-	gs_recovery_report local;
-	if (!rep)
-		rep = &local;
-	memset(rep, 0, sizeof(*rep));
-	gs_seg_take_ownership(&e->seg);
 
 	uint32_t hw = atomic_load_explicit(&e->tt.hdr->high_water, memory_order_relaxed);
 	if (hw > e->geom.max_tasks)
@@ -203,10 +200,43 @@ int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
 		atomic_store_explicit(&e->th.queues[q].c.queued, queued[q], memory_order_relaxed);
 	gs_worker_heap_rebuild(&e->wh, &e->wp);
 
-	atomic_fetch_add_explicit(&e->seg.hdr->recoveries, 1, memory_order_relaxed);
 	free(r.seen);
 	free(loads);
 	free(used.bits);
+	return GS_OK;
+}
+
+int gs_engine_recover(gs_engine *e, gs_recovery_report *rep)
+{
+	gs_recovery_report local;
+	if (!rep)
+		rep = &local;
+	memset(rep, 0, sizeof(*rep));
+	gs_seg_take_ownership(&e->seg);
+	int rc = repair(e, rep);
+	if (rc == GS_OK)
+		atomic_fetch_add_explicit(&e->seg.hdr->recoveries, 1, memory_order_relaxed);
+	return rc;
+}
+
+int gs_engine_restore_finish(gs_engine *e, uint32_t gen_floor, gs_recovery_report *rep)
+{
+	gs_recovery_report local;
+	if (!e)
+		return GS_EINVAL;
+	if (!rep)
+		rep = &local;
+	memset(rep, 0, sizeof(*rep));
+	/* Restored QUEUED tasks are already in their queues (in restore order);
+	 * repair links DELAYED ones onto the inbox and frees the rest. */
+	int rc = repair(e, rep);
+	if (rc != GS_OK)
+		return rc;
+	uint32_t cur = atomic_load_explicit(&e->tt.hdr->gen_floor, memory_order_relaxed);
+	if (gen_floor < cur)
+		gen_floor = cur;
+	atomic_store_explicit(&e->tt.hdr->gen_floor, gen_floor ? gen_floor : 1,
+	                      memory_order_release);
 	return GS_OK;
 }
 

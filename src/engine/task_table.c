@@ -13,8 +13,8 @@ _Static_assert(sizeof(struct gs_task_table_hdr) == 2 * GS_CACHELINE, "header is 
 #define TAG_MAKE(cnt, ix) (((uint64_t)(cnt) << 32) | (uint32_t)(ix))
 
 static const char *const state_names[] = {
-	"FREE",	      "RESERVED", "DELAYED", "QUEUED",	  "ASSIGNED", "RUNNING",
-	"COMPLETING", "DONE",	  "FAILED",  "CANCELLED", "RELEASED",
+    "FREE",       "RESERVED", "DELAYED", "QUEUED",    "ASSIGNED", "RUNNING",
+    "COMPLETING", "DONE",     "FAILED",  "CANCELLED", "RELEASED",
 };
 
 const char *gs_task_state_name(uint32_t state)
@@ -56,7 +56,8 @@ bool gs_task_transition_legal(uint32_t from, uint32_t to)
 
 uint64_t gs_task_table_region_bytes(const gs_geom *g)
 {
-	return sizeof(struct gs_task_table_hdr) + (uint64_t)g->max_tasks * sizeof(struct gs_task_slot);
+	return sizeof(struct gs_task_table_hdr) +
+	       (uint64_t)g->max_tasks * sizeof(struct gs_task_slot);
 }
 
 void gs_task_table_bind(gs_task_table *t, void *region, uint32_t max_tasks, bool format)
@@ -70,6 +71,7 @@ void gs_task_table_bind(gs_task_table *t, void *region, uint32_t max_tasks, bool
 		atomic_init(&t->hdr->free_head, 0);
 		atomic_init(&t->hdr->high_water, 0);
 		atomic_init(&t->hdr->in_use, 0);
+		atomic_init(&t->hdr->gen_floor, 0);
 	}
 }
 
@@ -88,8 +90,8 @@ static uint32_t free_list_pop(gs_task_table *t)
 		uint64_t want = TAG_MAKE(TAG_CNT(head) + 1, next);
 		/* acquire: the slot's fields written before it was pushed. */
 		if (atomic_compare_exchange_weak_explicit(&t->hdr->free_head, &head, want,
-							  memory_order_acquire,
-							  memory_order_acquire))
+		                                          memory_order_acquire,
+		                                          memory_order_acquire))
 			return ix1 - 1;
 	}
 }
@@ -102,8 +104,8 @@ static void free_list_push(gs_task_table *t, uint32_t slot)
 		uint64_t want = TAG_MAKE(TAG_CNT(head) + 1, slot + 1);
 		/* release: the link and the FREE word are visible to the popper. */
 		if (atomic_compare_exchange_weak_explicit(&t->hdr->free_head, &head, want,
-							  memory_order_release,
-							  memory_order_relaxed))
+		                                          memory_order_release,
+		                                          memory_order_relaxed))
 			return;
 	}
 }
@@ -116,15 +118,20 @@ int gs_task_table_reserve(gs_task_table *t, uint64_t *id)
 		do {
 			if (hw >= t->max_tasks)
 				return GS_EFULL;
-		} while (!atomic_compare_exchange_weak_explicit(&t->hdr->high_water, &hw, hw + 1,
-								 memory_order_relaxed,
-								 memory_order_relaxed));
+		} while (!atomic_compare_exchange_weak_explicit(
+		    &t->hdr->high_water, &hw, hw + 1, memory_order_relaxed, memory_order_relaxed));
 		slot = hw;
 	}
 	struct gs_task_slot *s = &t->slots[slot];
 	uint64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
-	/* Generation 0 is never used in an ID, so ID 0 means "no task". */
-	uint32_t gen = gs_word_gen(w) == 0 ? 1 : gs_word_gen(w);
+	/* Generation 0 is never used in an ID, so ID 0 means "no task"; none
+	 * below the floor either (IDs issued before a restart). */
+	uint32_t gen = gs_word_gen(w);
+	uint32_t floor = atomic_load_explicit(&t->hdr->gen_floor, memory_order_relaxed);
+	if (gen < floor)
+		gen = floor;
+	if (gen == 0)
+		gen = 1;
 	uint64_t want = gs_word_make(gen, 0, 0, false, GS_TASK_RESERVED);
 	if (gs_word_state(w) != GS_TASK_FREE || !gs_task_table_cas(s, &w, want))
 		return GS_ESTATE; /* only after a corrupt free list; recovery rebuilds it */
@@ -153,7 +160,7 @@ int gs_task_table_free(gs_task_table *t, uint32_t slot, uint64_t expect)
 }
 
 int gs_task_table_lookup(const gs_task_table *t, uint64_t id, struct gs_task_slot **slot,
-			 uint64_t *word)
+                         uint64_t *word)
 {
 	uint32_t ix = gs_task_id_slot(id);
 	if (ix >= t->max_tasks || gs_task_id_gen(id) == 0)

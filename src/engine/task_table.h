@@ -65,11 +65,11 @@ enum gs_task_reason {
 	GS_REASON_TIMEOUT = 4,
 };
 
-#define GS_INLINE_BYTES   40u
-#define GS_REF_NONE       0u          /* no bytes */
-#define GS_REF_INLINE     UINT32_MAX  /* bytes are in slot->inline_data */
-#define GS_MAX_ATTEMPT    127u
-#define GS_TASK_ID_NONE   0u
+#define GS_INLINE_BYTES 40u
+#define GS_REF_NONE     0u         /* no bytes */
+#define GS_REF_INLINE   UINT32_MAX /* bytes are in slot->inline_data */
+#define GS_MAX_ATTEMPT  127u
+#define GS_TASK_ID_NONE 0u
 
 /*
  * One task: 112 bytes, so a queued task costs 128 with its queue node.  Times
@@ -77,25 +77,25 @@ enum gs_task_reason {
  * to the microsecond for 35 minutes, then to the millisecond for 24 days.
  */
 struct gs_task_slot {
-	_Atomic uint64_t word;      /* the state word above */
-	uint64_t t_submit_us;       /* written while RESERVED */
-	_Atomic uint32_t link;      /* free list / delayed inbox: slot index + 1 */
+	_Atomic uint64_t word; /* the state word above */
+	uint64_t t_submit_us;  /* written while RESERVED */
+	_Atomic uint32_t link; /* free list / delayed inbox: slot index + 1 */
 	uint16_t queue;
 	uint8_t priority;
 	uint8_t max_retries;
 	uint32_t timeout_ms;
 	uint32_t payload_len;
-	uint32_t payload_ref;       /* GS_REF_INLINE, GS_REF_NONE or an arena reference */
-	uint32_t result_len;        /* written while COMPLETING */
+	uint32_t payload_ref; /* GS_REF_INLINE, GS_REF_NONE or an arena reference */
+	uint32_t result_len;  /* written while COMPLETING */
 	uint32_t result_ref;
-	_Atomic int32_t status;     /* exit code or handler status */
-	_Atomic uint8_t reason;     /* enum gs_task_reason */
+	_Atomic int32_t status; /* exit code or handler status */
+	_Atomic uint8_t reason; /* enum gs_task_reason */
 	uint8_t flags;
 	uint16_t reserved;
-	_Atomic uint32_t t_assign;  /* gs_ts_pack offsets from t_submit_us; 0: not yet */
+	_Atomic uint32_t t_assign; /* gs_ts_pack offsets from t_submit_us; 0: not yet */
 	_Atomic uint32_t t_start;
 	_Atomic uint32_t t_finish;
-	uint32_t not_before;        /* written while RESERVED; 0: not delayed */
+	uint32_t not_before; /* written while RESERVED; 0: not delayed */
 	uint8_t inline_data[GS_INLINE_BYTES];
 };
 
@@ -143,7 +143,7 @@ static inline uint32_t gs_word_gen(uint64_t w)
 	return (uint32_t)(w >> 32);
 }
 static inline uint64_t gs_word_make(uint32_t gen, uint32_t worker1, uint32_t attempt, bool linked,
-				    uint32_t state)
+                                    uint32_t state)
 {
 	return ((uint64_t)gen << 32) | ((uint64_t)(worker1 & 0xfffffu) << 12) |
 	       ((uint64_t)(attempt & 0x7fu) << 5) | ((uint64_t)(linked ? 1u : 0u) << 4) |
@@ -184,7 +184,11 @@ struct gs_task_table_hdr {
 	_Atomic uint32_t high_water; /* slots [0, high_water) have been handed out once */
 	_Atomic uint32_t in_use;     /* slots not FREE */
 	_Atomic uint32_t delayed;    /* head of the DELAYED inbox: slot + 1, linked by `link` */
-	uint8_t pad1[GS_CACHELINE - 12];
+	/* No ID is handed out with a lower generation (0: no floor).  Set by
+	 * gs_engine_restore_finish() so that no new ID can equal one issued
+	 * before a restart; a segment formatted by an older build reads 0. */
+	_Atomic uint32_t gen_floor;
+	uint8_t pad1[GS_CACHELINE - 16];
 };
 
 /* Process-local view. */
@@ -221,7 +225,7 @@ int gs_task_table_free(gs_task_table *t, uint32_t slot, uint64_t expect);
  * out of range, the generation differs or the slot is FREE or RESERVED.
  */
 int gs_task_table_lookup(const gs_task_table *t, uint64_t id, struct gs_task_slot **slot,
-			 uint64_t *word);
+                         uint64_t *word);
 
 /*
  * The one transition primitive: CAS the slot's word from *expect to desired.
@@ -232,7 +236,7 @@ int gs_task_table_lookup(const gs_task_table *t, uint64_t id, struct gs_task_slo
 static inline bool gs_task_table_cas(struct gs_task_slot *s, uint64_t *expect, uint64_t desired)
 {
 	return atomic_compare_exchange_strong_explicit(&s->word, expect, desired,
-						       memory_order_acq_rel, memory_order_acquire);
+	                                               memory_order_acq_rel, memory_order_acquire);
 }
 
 /* Whether `from -> to` is an edge of the state machine above. */

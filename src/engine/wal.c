@@ -22,7 +22,7 @@
 
 #define SEG_MAGIC         "GSWALSEG"
 #define SNAP_MAGIC        "GSWALSNP"
-#define FILE_VERSION      1u
+#define FILE_VERSION      2u /* 2: SNAPSHOT_END carries gen_high; 1 still read */
 #define DEF_SEGMENT_BYTES (64ull << 20)
 #define DEF_BUFFER_BYTES  (4ull << 20)
 #define SNAP_BUF_BYTES    (1u << 20)
@@ -502,7 +502,7 @@ static int rec_check(const gs_wal_rec *r, uint32_t max_record, bool markers, uin
 	case GS_WAL_SNAPSHOT_END:
 		if (!markers)
 			return GS_EINVAL;
-		n = 16;
+		n = r->type == GS_WAL_SNAPSHOT_END ? 20 : 16;
 		break;
 	default:
 		return GS_EINVAL;
@@ -568,6 +568,7 @@ static void rec_encode(const gs_wal_rec *r, uint32_t payload, uint8_t *dst)
 	case GS_WAL_SNAPSHOT_END:
 		put64(p, r->seq);
 		put64(p + 8, r->count);
+		put32(p + 16, r->gen_high);
 		break;
 	}
 	uint32_t crc = gs_wal_crc32c(0, dst, 4);
@@ -632,6 +633,8 @@ static bool rec_decode(uint32_t type, const uint8_t *p, size_t n, gs_wal_rec *r)
 	case GS_WAL_SNAPSHOT_END:
 		r->seq = cur64(&c);
 		r->count = cur64(&c);
+		if (c.n == 4) /* version 2; a version-1 END has no gen_high */
+			r->gen_high = cur32(&c);
 		break;
 	default:
 		return false;
@@ -654,7 +657,8 @@ static void file_header(uint8_t h[GS_WAL_FILE_HEADER], const char *magic, uint64
 
 static bool file_header_ok(const uint8_t *h, const char *magic, uint64_t seq)
 {
-	return memcmp(h, magic, 8) == 0 && get32(h + 8) == FILE_VERSION && get64(h + 16) == seq &&
+	uint32_t v = get32(h + 8);
+	return memcmp(h, magic, 8) == 0 && v >= 1 && v <= FILE_VERSION && get64(h + 16) == seq &&
 	       get32(h + 28) == gs_wal_crc32c(0, h, 28);
 }
 
@@ -1703,6 +1707,7 @@ struct gs_wal_snap {
 	int fd;
 	struct wbuf buf;
 	uint64_t off, tasks;
+	uint32_t gen_high;
 	int err;
 	int err_errno;
 };
@@ -1801,6 +1806,12 @@ int gs_wal_snap_add(gs_wal_snap *s, const gs_wal_task *t)
 	return GS_OK;
 }
 
+void gs_wal_snap_gen_high(gs_wal_snap *s, uint32_t gen)
+{
+	if (s && gen > s->gen_high)
+		s->gen_high = gen;
+}
+
 /* Removes the segments and snapshots before seq k.  Best effort: a file left is removed on open. */
 static void remove_before(gs_wal *w, uint64_t k)
 {
@@ -1879,7 +1890,10 @@ int gs_wal_compact(gs_wal *w, gs_wal_live_fn fn, void *arg)
 
 	/* 3. END, fsync, rename, fsync the directory: now the snapshot counts. */
 	if (rc == GS_OK) {
-		gs_wal_rec e = {.type = GS_WAL_SNAPSHOT_END, .seq = k, .count = s.tasks};
+		gs_wal_rec e = {.type = GS_WAL_SNAPSHOT_END,
+		                .seq = k,
+		                .count = s.tasks,
+		                .gen_high = s.gen_high};
 		rc = snap_put(&s, &e);
 	}
 	if (rc == GS_OK)
@@ -1934,8 +1948,9 @@ struct st_task {
 struct gs_wal_state {
 	struct st_task *v;
 	size_t n, cap;
-	uint32_t *hash; /* index + 1, 0 empty; open addressing */
-	size_t hcap;    /* power of two */
+	uint32_t *hash;    /* index + 1, 0 empty; open addressing */
+	size_t hcap;       /* power of two */
+	uint32_t gen_high; /* highest ID generation seen, or remembered by a snapshot */
 };
 
 static size_t id_hash(uint64_t id, size_t mask)
@@ -2047,8 +2062,12 @@ int gs_wal_state_apply(gs_wal_state *s, const gs_wal_rec *r)
 {
 	if (!s || !r)
 		return GS_EINVAL;
+	if (r->type == GS_WAL_SNAPSHOT_END && r->gen_high > s->gen_high)
+		s->gen_high = r->gen_high;
 	if (r->type < GS_WAL_SUBMIT || r->type > GS_WAL_RELEASE)
 		return GS_OK; /* markers */
+	if ((uint32_t)(r->task >> 32) > s->gen_high)
+		s->gen_high = (uint32_t)(r->task >> 32);
 	struct st_task *t = st_get(s, r->task);
 	if (!t)
 		return GS_ENOMEM;
@@ -2121,6 +2140,11 @@ size_t gs_wal_state_count(const gs_wal_state *s)
 	for (size_t i = 0; s && i < s->n; i++)
 		n += !s->v[i].released && s->v[i].has_spec;
 	return n;
+}
+
+uint32_t gs_wal_state_gen_high(const gs_wal_state *s)
+{
+	return s ? s->gen_high : 0;
 }
 
 size_t gs_wal_state_orphans(const gs_wal_state *s)

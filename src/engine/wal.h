@@ -26,7 +26,8 @@
  *             reason (u8), attempt, result bytes
  *   CANCEL    id, cancelled_us
  *   RELEASE   id                       (the result was fetched or expired)
- *   SNAPSHOT_BEGIN / SNAPSHOT_END      seq, written_us / seq, task count
+ *   SNAPSHOT_BEGIN / SNAPSHOT_END      seq, written_us / seq, task count,
+ *                                      gen_high (u32; file version 2)
  *
  * Writing.  gs_wal_append() encodes a record into an in-memory buffer and
  * returns its LSN (1, 2, ... per open handle; LSNs are not stored on disk).
@@ -138,6 +139,10 @@ typedef struct gs_wal_rec {
 	uint32_t reason;  /* COMPLETE: enum gs_task_reason */
 	uint64_t seq;     /* SNAPSHOT_*: the first segment after the snapshot */
 	uint64_t count;   /* SNAPSHOT_END: tasks in the snapshot */
+	/* SNAPSHOT_END: the highest task-ID generation the writer had issued
+	 * (gs_wal_snap_gen_high), so that released IDs the snapshot no longer
+	 * names are still never handed out again (0 in version-1 files). */
+	uint32_t gen_high;
 } gs_wal_rec;
 
 /* A live task: what the fold gives back and what a snapshot holds. */
@@ -269,6 +274,10 @@ int gs_wal_compact(gs_wal *w, gs_wal_live_fn fn, void *arg);
 /* Adds one live task to the snapshot being written.  GS_EINVAL, GS_ETOOBIG, GS_EIO. */
 int gs_wal_snap_add(gs_wal_snap *snap, const gs_wal_task *t);
 
+/* Records (the maximum of) the highest ID generation issued so far in the
+ * snapshot being written: its SNAPSHOT_END carries it (see gen_high). */
+void gs_wal_snap_gen_high(gs_wal_snap *snap, uint32_t gen);
+
 void gs_wal_stats_get(gs_wal *w, gs_wal_stats *out);
 
 /*
@@ -297,6 +306,13 @@ int gs_wal_state_apply(gs_wal_state *s, const gs_wal_rec *r);
 
 /* A gs_wal_replay_fn: arg is a gs_wal_state. */
 int gs_wal_state_fn(void *arg, const gs_wal_rec *r);
+
+/*
+ * The highest task-ID generation in any record folded in (live, released or
+ * orphaned) or remembered by a snapshot's SNAPSHOT_END: new IDs after a
+ * restart must have a higher one (gs_engine_restore_finish).
+ */
+uint32_t gs_wal_state_gen_high(const gs_wal_state *s);
 
 /* Live tasks, dropped orphans (records of a task whose SUBMIT is absent). */
 size_t gs_wal_state_count(const gs_wal_state *s);

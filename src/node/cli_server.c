@@ -67,10 +67,12 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 	    {"tls-cert", required_argument, NULL, 'c'},
 	    {"tls-key", required_argument, NULL, 'k'},
 	    {"tls-client-ca", required_argument, NULL, 'a'},
+	    {"data-dir", required_argument, NULL, 'D'},
+	    {"fsync-ms", required_argument, NULL, 'f'},
 	    {"help", no_argument, NULL, 'H'},
 	    {0, 0, 0, 0},
 	};
-	gs_server_opts o = {.listen = "127.0.0.1:7070", .stop = stop};
+	gs_server_opts o = {.listen = "127.0.0.1:7070", .stop = stop, .fsync_ms = 5};
 	const char *client_file = NULL, *worker_file = NULL;
 	struct gs_rpc_tls tls = {0};
 	uint32_t v;
@@ -87,6 +89,9 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 			break;
 		case 'C':
 			client_file = optarg;
+			break;
+		case 'D':
+			o.data_dir = optarg;
 			break;
 		case 'W':
 			worker_file = optarg;
@@ -109,7 +114,15 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 			    "[--result-ttl-ms N] [--grace-ms N]\n"
 			    "                     [--client-token-file F] [--worker-token-file F]\n"
 			    "                     [--tls-cert F --tls-key F [--tls-client-ca "
-			    "F]]\n");
+			    "F]]\n"
+			    "                     [--data-dir DIR [--fsync-ms N]]\n"
+			    "durability: none (default), --segment NAME (survives a server "
+			    "crash),\n"
+			    "  --data-dir DIR (a write-ahead log: survives a machine restart; a "
+			    "Submit\n"
+			    "  is acknowledged once on disk, synced every --fsync-ms, default 5, "
+			    "0: at\n"
+			    "  once)\n");
 			return 0;
 		default:
 			if (c == '?' || !optarg || parse_u32(optarg, &v) != 0) {
@@ -133,7 +146,18 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 				o.result_ttl_ms = v;
 			else if (c == 'g')
 				o.grace_ms = (int)v;
+			else if (c == 'f') {
+				if (v > 10000) {
+					fprintf(stderr, "gsched server: --fsync-ms is 0..10000\n");
+					return 2;
+				}
+				o.fsync_ms = (int)v;
+			}
 		}
+	}
+	if (o.data_dir && !o.data_dir[0]) {
+		fprintf(stderr, "gsched server: --data-dir needs a directory\n");
+		return 2;
 	}
 	if (optind != argc) {
 		fprintf(stderr, "gsched server: unexpected argument '%s'\n", argv[optind]);

@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include "gs_error.h"
 #include "rpc_server.h"
 #include "service.h"
+#include "wal.h"
 
 struct roles {
 	gs_service *svc;
@@ -70,7 +72,186 @@ static void rpc_thread_stop(void *svc)
 	gs_service_thread_offline(svc);
 }
 
-static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet)
+/* --- the write-ahead log ---------------------------------------------------- */
+
+struct committer {
+	gs_service *svc;
+	gs_wal *wal;
+	int fsync_ms;
+	int quiet;
+	volatile int done;
+};
+
+/* Replaces the log with a snapshot of the engine's live tasks. */
+static int compact(gs_wal *wal, gs_service *svc, int quiet)
+{
+	gs_wal_stats before, after;
+	gs_wal_stats_get(wal, &before);
+	uint64_t t0 = gs_now_us();
+	int rc = gs_wal_compact(wal, gs_service_snapshot, svc);
+	gs_wal_stats_get(wal, &after);
+	if (rc != GS_OK)
+		fprintf(stderr, "gsched server: log compaction failed: %s\n", gs_strerror(rc));
+	else if (!quiet)
+		fprintf(stderr,
+		        "gsched server: log compacted: %llu bytes of log -> %llu-byte snapshot "
+		        "(%.1f ms)\n",
+		        (unsigned long long)before.log_bytes,
+		        (unsigned long long)after.snapshot_bytes,
+		        (double)(gs_now_us() - t0) / 1000);
+	return rc;
+}
+
+/*
+ * Group commit: sync every fsync_ms (or, with 0, whenever a reply waits),
+ * then send the replies that are durable; compact when the log has grown.
+ */
+static void *committer_main(void *arg)
+{
+	struct committer *c = arg;
+	gs_service_thread_online(c->svc);
+	for (;;) {
+		bool last = __atomic_load_n(&c->done, __ATOMIC_ACQUIRE);
+		if (!last) {
+			if (c->fsync_ms > 0)
+				sleep_ms((unsigned)c->fsync_ms);
+			else
+				gs_service_acks_wait(c->svc, 100);
+		}
+		uint64_t durable = 0;
+		int rc = gs_wal_sync(c->wal, &durable);
+		gs_service_durable(c->svc, durable, rc);
+		if (last)
+			break;
+		gs_wal_stats st;
+		gs_wal_stats_get(c->wal, &st);
+		uint64_t limit = st.snapshot_bytes * 4;
+		if (limit < (64ull << 20))
+			limit = 64ull << 20;
+		if (rc == GS_OK && st.log_bytes > limit)
+			compact(c->wal, c->svc, c->quiet);
+	}
+	gs_service_thread_offline(c->svc);
+	return NULL;
+}
+
+struct restore_ctx {
+	gs_engine *eng;
+	uint64_t now_us;
+	size_t restored, queued, final, dropped_results;
+	int rc;
+	char err[256];
+};
+
+static int restore_one(void *arg, const gs_wal_task *t)
+{
+	struct restore_ctx *r = arg;
+	uint32_t q;
+	int rc = gs_engine_queue(r->eng, t->queue, true, &q);
+	if (rc != GS_OK) {
+		snprintf(r->err, sizeof(r->err), "task %016llx: queue '%.64s': %s",
+		         (unsigned long long)t->id, t->queue, gs_strerror(rc));
+		return rc;
+	}
+	gs_restore_task rt = {.id = t->id,
+	                      .state = t->state,
+	                      .queue = q,
+	                      .priority = t->priority,
+	                      .max_retries = t->max_retries,
+	                      .timeout_ms = t->timeout_ms,
+	                      .submitted_us = t->submitted_us,
+	                      .not_before_us = t->not_before_us,
+	                      .payload = t->spec,
+	                      .payload_len = t->spec_len,
+	                      .attempt = t->attempt,
+	                      .status = t->status,
+	                      .reason = t->reason,
+	                      .finished_us = t->finished_us,
+	                      .result = t->result,
+	                      .result_len = t->result_len};
+	rc = gs_engine_restore(r->eng, &rt, r->now_us);
+	if (rc == GS_EFULL && rt.result_len) {
+		/* As when the arena is full at finish time: the result is dropped. */
+		rt.result = NULL;
+		rt.result_len = 0;
+		rc = gs_engine_restore(r->eng, &rt, r->now_us);
+		if (rc == GS_OK)
+			r->dropped_results++;
+	}
+	if (rc != GS_OK) {
+		snprintf(r->err, sizeof(r->err),
+		         "task %016llx: %s (start with at least the --max-tasks and payload "
+		         "limits of the server that wrote the log)",
+		         (unsigned long long)t->id, gs_strerror(rc));
+		return rc;
+	}
+	r->restored++;
+	if (t->state == GS_TASK_QUEUED)
+		r->queued++;
+	else
+		r->final++;
+	return GS_OK;
+}
+
+/*
+ * Opens the log in o->data_dir.  With `adopted` the engine came from a
+ * segment (newer than the log): the log is only opened.  Otherwise it is
+ * replayed into the fresh engine, every live task under its old ID.
+ */
+static int open_log(const gs_server_opts *o, gs_engine *eng, bool adopted, gs_wal **out)
+{
+	gs_wal_state *st = NULL;
+	gs_wal_report rep = {0};
+	int rc = adopted ? GS_OK : gs_wal_state_new(&st);
+	if (rc == GS_OK)
+		rc =
+		    gs_wal_open(o->data_dir, NULL, adopted ? NULL : gs_wal_state_fn, st, &rep, out);
+	if (rc != GS_OK) {
+		fprintf(stderr, "gsched server: cannot open the log in %s: %s%s%s\n", o->data_dir,
+		        gs_strerror(rc), rep.message[0] ? ": " : "", rep.message);
+		gs_wal_state_free(st);
+		return rc;
+	}
+	if (rep.warnings)
+		fprintf(stderr, "gsched server: warning: log %s: %s\n", o->data_dir, rep.message);
+	if (adopted) {
+		if (!o->quiet)
+			fprintf(stderr,
+			        "gsched server: log %s opened; the adopted segment is newer, "
+			        "nothing replayed\n",
+			        o->data_dir);
+		return GS_OK;
+	}
+	struct restore_ctx r = {.eng = eng, .now_us = gs_now_us()};
+	rc = gs_wal_state_each(st, restore_one, &r);
+	if (rc == GS_OK) {
+		uint32_t high = gs_wal_state_gen_high(st);
+		rc = gs_engine_restore_finish(eng, high < UINT32_MAX ? high + 1 : high, NULL);
+	}
+	if (rc != GS_OK) {
+		fprintf(stderr, "gsched server: cannot replay the log in %s: %s\n", o->data_dir,
+		        r.err[0] ? r.err : gs_strerror(rc));
+		gs_wal_state_free(st);
+		gs_wal_close(*out);
+		*out = NULL;
+		return rc;
+	}
+	if (r.dropped_results)
+		fprintf(stderr,
+		        "gsched server: warning: the payload arena is too small for %zu logged "
+		        "results: dropped\n",
+		        r.dropped_results);
+	if (!o->quiet)
+		fprintf(stderr,
+		        "gsched server: log %s replayed: %llu records, %zu live tasks (%zu to run, "
+		        "%zu finished)%s\n",
+		        o->data_dir, (unsigned long long)rep.records, r.restored, r.queued, r.final,
+		        rep.truncated ? "; a torn tail was cut" : "");
+	gs_wal_state_free(st);
+	return GS_OK;
+}
+
+static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet, bool *adopted)
 {
 	gs_engine_opts eo = {.segment_name = o->segment, .geom = o->geom, .replace = false};
 	if (o->segment) {
@@ -84,6 +265,7 @@ static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet)
 		}
 		if (rc == GS_OK) {
 			gs_recovery_report rep;
+			*adopted = true;
 			rc = gs_engine_recover(*eng, &rep);
 			if (!quiet)
 				fprintf(stderr,
@@ -110,12 +292,22 @@ int gs_server_run(const gs_server_opts *o)
 {
 	const char *listen = o->listen ? o->listen : "127.0.0.1:7070";
 	gs_engine *eng = NULL;
-	int rc = open_engine(o, &eng, o->quiet);
+	gs_wal *wal = NULL;
+	bool adopted = false;
+	int rc = open_engine(o, &eng, o->quiet, &adopted);
 	if (rc != GS_OK) {
 		fprintf(stderr, "gsched server: cannot open the engine: %s\n", gs_strerror(rc));
 		return rc;
 	}
+	if (o->data_dir) {
+		rc = open_log(o, eng, adopted, &wal);
+		if (rc != GS_OK) {
+			gs_engine_close(eng, false);
+			return rc;
+		}
+	}
 	gs_service_opts so = {
+	    .wal = wal,
 	    .heartbeat_ms = o->heartbeat_ms,
 	    .worker_timeout_ms = o->worker_timeout_ms,
 	    .result_ttl_ms = o->result_ttl_ms,
@@ -136,6 +328,12 @@ int gs_server_run(const gs_server_opts *o)
 	}
 	if (rc == GS_OK)
 		rc = gs_service_register(svc, srv);
+	if (rc == GS_OK)
+		gs_service_retain_found(svc);
+	/* Before the first Submit: the log then holds no released ID, and
+	 * remembers the highest generation issued (wal.h, gen_high). */
+	if (rc == GS_OK && wal)
+		rc = compact(wal, svc, o->quiet);
 	int port = 0;
 	if (rc == GS_OK) {
 		char err[512];
@@ -147,6 +345,8 @@ int gs_server_run(const gs_server_opts *o)
 		if (srv)
 			gs_rpc_server_destroy(srv);
 		gs_service_destroy(svc);
+		if (wal)
+			gs_wal_close(wal);
 		gs_engine_close(eng, false);
 		return rc;
 	}
@@ -156,14 +356,22 @@ int gs_server_run(const gs_server_opts *o)
 	pthread_t sched, reg;
 	pthread_create(&sched, NULL, scheduler_main, &roles);
 	pthread_create(&reg, NULL, register_main, &roles);
+	struct committer com = {.svc = svc,
+	                        .wal = wal,
+	                        .fsync_ms = o->fsync_ms < 0 ? 5 : o->fsync_ms,
+	                        .quiet = o->quiet};
+	pthread_t commit;
+	if (wal)
+		pthread_create(&commit, NULL, committer_main, &com);
 	if (!o->quiet)
 		fprintf(
 		    stderr,
 		    "gsched server: listening on %s (port %d), %u task slots; %s, client API %s, "
-		    "workers %s\n",
+		    "workers %s; durability: %s\n",
 		    listen, port, gs_engine_geom(eng)->max_tasks, o->tls ? "TLS" : "plaintext",
 		    o->client_token ? "token required" : "open",
-		    o->worker_token ? "token required" : "open");
+		    o->worker_token ? "token required" : "open",
+		    wal ? "log" : (o->segment ? "segment" : "none"));
 	if (o->on_ready)
 		o->on_ready(port, o->arg);
 
@@ -185,8 +393,16 @@ int gs_server_run(const gs_server_opts *o)
 	gs_service_wake(svc);
 	pthread_join(sched, NULL);
 	pthread_join(reg, NULL);
+	if (wal) {
+		/* A last sync; the replies it frees go to calls already over. */
+		__atomic_store_n(&com.done, 1, __ATOMIC_RELEASE);
+		pthread_join(commit, NULL);
+	}
 	gs_rpc_server_destroy(srv);
 	gs_service_destroy(svc);
+	int wrc = wal ? gs_wal_close(wal) : GS_OK;
+	if (wrc != GS_OK)
+		fprintf(stderr, "gsched server: closing the log: %s\n", gs_strerror(wrc));
 	if (!o->quiet)
 		fprintf(stderr, "gsched server: stopped\n");
 	gs_engine_close(eng, false);

@@ -10,6 +10,15 @@
  * NOT_SERVING), stops dispatching, lets running tasks finish for grace_ms,
  * then ends every stream and returns.  Tasks still queued stay in a named
  * segment for the next server.
+ *
+ * Durability (docs/DURABILITY.md): with data_dir, a write-ahead log in that
+ * directory (wal.h) records every change; Submits are acknowledged once
+ * their records are on disk, synced by a committer thread every fsync_ms
+ * (group commit; 0: as soon as a reply waits).  At start, a named segment
+ * whose owner died is adopted (the fast path) and the log compacted from
+ * it; otherwise the log is replayed into a new engine, every task under its
+ * old ID.  The log is compacted when it grows past max(64 MiB, 4 x the last
+ * snapshot).
  * Errors: GS_EIO (cannot listen, or a TLS file cannot be used: one line on
  * stderr says which), GS_EINVAL (equal client and worker tokens), engine
  * and rpc errors.
@@ -40,6 +49,8 @@ typedef struct gs_server_opts {
 	void (*on_ready)(int port, void *arg);
 	void *arg;
 	int quiet;
+	const char *data_dir; /* write-ahead log directory; NULL: none */
+	int fsync_ms;         /* group commit interval (data_dir only); < 0: default 5 */
 } gs_server_opts;
 
 int gs_server_run(const gs_server_opts *o);

@@ -118,6 +118,14 @@ void gs_plm_unsubscribe_all(gs_service *s, struct waiter *w)
 	gs_plm_waiter_unref(s, w);
 }
 
+int gs_plm_release(gs_service *s, uint64_t id)
+{
+	int rc = gs_engine_release(s->eng, id);
+	if (rc == GS_OK && s->o.wal)
+		gs_dur_release(s, id);
+	return rc;
+}
+
 void gs_plm_retain(gs_service *s, uint64_t id, uint64_t now_us)
 {
 	if (s->ret_len == s->ret_cap) {
@@ -140,7 +148,7 @@ void gs_plm_retain(gs_service *s, uint64_t id, uint64_t now_us)
 void gs_plm_expire(gs_service *s, uint64_t now_us)
 {
 	while (s->ret_len && s->ret[s->ret_head].expires_us <= now_us) {
-		gs_engine_release(s->eng, s->ret[s->ret_head].id); /* may be fetched already */
+		gs_plm_release(s, s->ret[s->ret_head].id); /* may be fetched already */
 		s->ret_head = (s->ret_head + 1) % s->ret_cap;
 		s->ret_len--;
 	}
@@ -186,7 +194,7 @@ void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete)
 			if (gs_engine_task_info(s->eng, w->ids[i], &info) == GS_OK &&
 			    (info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
 			     info.state == GS_TASK_CANCELLED))
-				gs_engine_release(s->eng, w->ids[i]);
+				gs_plm_release(s, w->ids[i]);
 		}
 	}
 	w->closed = true;
@@ -259,7 +267,7 @@ void gs_plm_flush(gs_service *s, uint64_t now_us)
 		/* Sent: fetched, released.  Not sent: kept for Wait until its TTL. */
 		for (size_t i = 0; i < w->n_out_ids; i++) {
 			if (sent)
-				gs_engine_release(s->eng, w->out_ids[i]);
+				gs_plm_release(s, w->out_ids[i]);
 			else
 				gs_plm_retain(s, w->out_ids[i], now_us);
 		}
@@ -306,7 +314,7 @@ void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us)
 		pp = &s->buckets[bucket_of(s, id)]; /* the chain may have changed */
 	}
 	if (fetched && !handed)
-		gs_engine_release(s->eng, id);
+		gs_plm_release(s, id);
 	else if (!handed)
 		gs_plm_retain(s, id, now_us);
 	/* handed to a stream: released or retained by gs_plm_flush */

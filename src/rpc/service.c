@@ -72,6 +72,8 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	pthread_mutex_init(&s->wake_mu, NULL);
 	pthread_mutex_init(&s->sched_mu, NULL);
 	pthread_cond_init(&s->wake_cv, NULL);
+	pthread_mutex_init(&s->dur_mu, NULL);
+	pthread_cond_init(&s->dur_cv, NULL);
 	s->waits.next_wait = s->waits.prev_wait = &s->waits;
 	gs_delay_timer_init(&s->timer);
 	uint32_t mw = gs_engine_geom(e)->max_workers;
@@ -165,6 +167,7 @@ void gs_service_destroy(gs_service *s)
 	if (!s)
 		return;
 	gs_worker_table_destroy(s->workers);
+	gs_dur_free_all(s);
 	pthread_mutex_lock(&s->mu);
 	gs_plm_free(s);
 	pthread_mutex_unlock(&s->mu);
@@ -177,6 +180,8 @@ void gs_service_destroy(gs_service *s)
 	pthread_mutex_destroy(&s->wake_mu);
 	pthread_mutex_destroy(&s->sched_mu);
 	pthread_cond_destroy(&s->wake_cv);
+	pthread_mutex_destroy(&s->dur_mu);
+	pthread_cond_destroy(&s->dur_cv);
 	gs_rpc_token_free((char *)s->o.client_token);
 	gs_rpc_token_free((char *)s->o.worker_token);
 	free(s);
@@ -240,6 +245,8 @@ static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, boo
 			gs_assignment a;
 			if (gs_engine_dispatch(s->eng, q, now_us, &a) != GS_OK)
 				break;
+			if (s->o.wal)
+				gs_dur_assign(s, &a, now_us);
 			gs_worker_batch_add(s, &a);
 		}
 		total += turn;

@@ -32,11 +32,13 @@
 #ifndef GS_SERVICE_H
 #define GS_SERVICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "engine.h"
 #include "rpc_server.h"
+#include "wal.h"
 
 typedef struct gs_service gs_service;
 
@@ -47,6 +49,14 @@ typedef struct gs_service_opts {
 	uint32_t max_batch;         /* tasks per Submit (default 100000) */
 	const char *client_token;   /* NULL: TaskService/AdminService unchecked (copied) */
 	const char *worker_token;   /* NULL: WorkerService unchecked (copied) */
+	/*
+	 * The write-ahead log (NULL: none).  Every accepted submission,
+	 * assignment, result, cancellation and release is appended; Submit,
+	 * SubmitStream acks and Cancel replies are held until their records are
+	 * durable: someone (the server's committer) must call gs_wal_sync and
+	 * then gs_service_durable.  Not owned.
+	 */
+	gs_wal *wal;
 } gs_service_opts;
 
 typedef struct gs_service_counters {
@@ -86,5 +96,26 @@ void gs_service_counters_get(gs_service *s, gs_service_counters *out);
 void gs_service_wake(gs_service *s);
 
 uint64_t gs_now_us(void);
+
+/* --- with a write-ahead log (opts.wal) ----------------------------------- */
+
+/*
+ * The committer's step after gs_wal_sync(wal, &durable_lsn) returned
+ * sync_rc: sends every held reply whose records are durable.  On GS_EIO the
+ * log has failed for good: every held Submit is refused (UNAVAILABLE) and
+ * its tasks taken back, and so is every later one.  Committer thread only.
+ */
+void gs_service_durable(gs_service *s, uint64_t durable_lsn, int sync_rc);
+
+/* Waits up to timeout_ms for a held reply; true if there is one. */
+bool gs_service_acks_wait(gs_service *s, int timeout_ms);
+
+/* A gs_wal_live_fn (arg: the service): adds every live task of the engine
+ * to a snapshot, and the highest ID generation issued.  Any thread. */
+int gs_service_snapshot(void *arg, gs_wal_snap *snap);
+
+/* At start, before serving: retains every final task found in the engine
+ * (adopted or restored) for result_ttl_ms from its finish.  Returns how many. */
+size_t gs_service_retain_found(gs_service *s);
 
 #endif /* GS_SERVICE_H */

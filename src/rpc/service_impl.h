@@ -114,6 +114,12 @@ struct gs_service {
 	struct assign_batch batch; /* under sched_mu */
 
 	_Atomic uint64_t dispatched, results, stale_results, workers_lost;
+
+	/* The write-ahead log's held replies (durable.c), under dur_mu. */
+	atomic_bool log_failed;
+	pthread_mutex_t dur_mu;
+	pthread_cond_t dur_cv;
+	struct dur_ack *dur_head, *dur_tail;
 };
 
 /* plm.c: under s->mu. */
@@ -129,6 +135,8 @@ void gs_plm_retain(gs_service *s, uint64_t id, uint64_t now_us);
 void gs_plm_expire(gs_service *s, uint64_t now_us);
 void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete);
 void gs_plm_free(gs_service *s);
+/* Releases a final task, and logs it: what every release goes through. */
+int gs_plm_release(gs_service *s, uint64_t id);
 bool gs_plm_handler_known(const char *name, void *arg);
 void gs_plm_add_handler(gs_service *s, const char *name);
 
@@ -143,6 +151,29 @@ void gs_worker_batch_flush(gs_service *s);
 /* task_service.c, admin_service.c */
 int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv);
 int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv);
+
+/* durable.c: records (call only with s->o.wal set; engine first, then these).
+ * *lsn receives the last record's LSN.  Errors as gs_wal_append; GS_EIO also
+ * marks the log failed. */
+int gs_dur_submit(gs_service *s, const gs_task_spec *specs, const uint64_t *ids, size_t n,
+                  uint64_t now_us, uint64_t *lsn);
+void gs_dur_assign(gs_service *s, const gs_assignment *a, uint64_t now_us);
+void gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
+                     uint64_t now_us);
+int gs_dur_cancel(gs_service *s, uint64_t id, uint64_t now_us, uint64_t *lsn);
+void gs_dur_release(gs_service *s, uint64_t id);
+/* Cancels and releases tasks never acknowledged (under s->mu). */
+void gs_dur_undo(gs_service *s, const uint64_t *ids, size_t n, uint64_t now_us);
+/* Holds a unary reply (Submit: submit, with its task IDs; Cancel) until lsn
+ * is durable; reply is moved.  GS_ENOMEM (nothing held, reply kept). */
+int gs_dur_hold_reply(gs_service *s, struct gs_rpc_call *call, bool submit, uint64_t lsn,
+                      gs_pb_buf *reply, const uint64_t *ids, size_t n);
+/* Holds a SubmitStream message's acks; the accepted tasks are subscribed
+ * once they are sent.  Call without s->mu.  GS_ENOMEM. */
+int gs_dur_hold_stream(gs_service *s, struct waiter *w, uint64_t lsn, gs_pb_buf *acks,
+                       const uint64_t *ids, size_t n);
+/* Drops every held reply (service destroy). */
+void gs_dur_free_all(gs_service *s);
 
 /* New work may be dispatchable: dispatch now if the scheduler role is free,
  * else wake the scheduler thread.  Call with no other lock held. */

@@ -16,6 +16,8 @@
 
 #define SVC "/gsched.v1.TaskService/"
 
+#define LOG_FAILED "write-ahead log failed: restart the server"
+
 static void finish_err(struct gs_rpc_call *call, int rc, const char *msg)
 {
 	gs_rpc_call_finish(call, gs_rpc_code_from_status(rc), msg ? msg : gs_strerror(rc));
@@ -82,6 +84,10 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		gs_rpc_call_finish(call, GS_RPC_UNAVAILABLE, "server shutting down");
 		return;
 	}
+	if (atomic_load(&s->log_failed)) {
+		gs_rpc_call_finish(call, GS_RPC_UNAVAILABLE, LOG_FAILED);
+		return;
+	}
 	Gsched__V1__SubmitRequest *req = gsched__v1__submit_request__unpack(NULL, len, bytes);
 	if (!req) {
 		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed SubmitRequest");
@@ -112,7 +118,15 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		finish_err(call, rc, NULL);
 	} else {
 		rc = gs_engine_submit(s->eng, specs, n, now, ids);
-		if (rc != GS_OK) {
+		uint64_t lsn = 0;
+		if (rc == GS_OK && s->o.wal &&
+		    gs_dur_submit(s, specs, ids, n, now, &lsn) != GS_OK) {
+			/* Not in the log: take the tasks back, acknowledge nothing. */
+			pthread_mutex_lock(&s->mu);
+			gs_dur_undo(s, ids, n, now);
+			pthread_mutex_unlock(&s->mu);
+			gs_rpc_call_finish(call, GS_RPC_UNAVAILABLE, LOG_FAILED);
+		} else if (rc != GS_OK) {
 			finish_err(call, rc,
 			           rc == GS_EFULL
 			               ? "task table or payload arena full: nothing queued"
@@ -129,10 +143,21 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 				gs_pb_put_raw(&b, le, 8);
 			}
 			gs_pb_end(&b, m);
-			if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
+			if (s->o.wal && !b.oom &&
+			    gs_dur_hold_reply(s, call, true, lsn, &b, ids, n) == GS_OK) {
+				/* answered by the committer once durable */
+			} else if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK) {
 				gs_rpc_call_finish(call, GS_RPC_INTERNAL, "reply failed");
-			else
+			} else if (s->o.wal) {
+				/* Out of memory holding it: answer after a sync of our own. */
+				int wrc = gs_wal_sync(s->o.wal, NULL);
+				if (wrc == GS_OK)
+					gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+				else
+					gs_rpc_call_finish(call, GS_RPC_UNAVAILABLE, LOG_FAILED);
+			} else {
 				gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+			}
 			gs_pb_buf_free(&b);
 		}
 	}
@@ -189,6 +214,16 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	gs_pb_buf acks;
 	gs_pb_buf_init(&acks);
 	uint64_t now = gs_now_us();
+	uint64_t lsn = 0, *held = NULL;
+	size_t n_held = 0;
+	if (s->o.wal && in->n_submits) {
+		held = malloc(in->n_submits * sizeof(*held));
+		if (!held) {
+			gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			gsched__v1__submit_stream_in__free_unpacked(in, NULL);
+			return;
+		}
+	}
 	for (size_t i = 0; i < in->n_submits; i++) {
 		const Gsched__V1__SubmitItem *it = in->submits[i];
 		char err[256] = "";
@@ -201,6 +236,9 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		if (atomic_load(&s->stopping)) {
 			rc = GS_EUNAVAIL;
 			snprintf(err, sizeof(err), "server shutting down");
+		} else if (atomic_load(&s->log_failed)) {
+			rc = GS_EUNAVAIL;
+			snprintf(err, sizeof(err), LOG_FAILED);
 		} else if (!it->task) {
 			rc = GS_EINVAL;
 			snprintf(err, sizeof(err), "item has no task");
@@ -211,7 +249,17 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			/* Subscribe before the task can finish: under the PLM lock. */
 			pthread_mutex_lock(&s->mu);
 			rc = gs_engine_submit(s->eng, &spec, 1, now, &id);
-			if (rc == GS_OK) {
+			if (rc == GS_OK && held) {
+				/* Subscribed once the ack is sent (durable.c). */
+				if (gs_dur_submit(s, &spec, &id, 1, now, &lsn) == GS_OK) {
+					held[n_held++] = id;
+					w->pending++;
+				} else {
+					gs_dur_undo(s, &id, 1, now);
+					rc = GS_EUNAVAIL;
+					snprintf(err, sizeof(err), LOG_FAILED);
+				}
+			} else if (rc == GS_OK) {
 				if (gs_plm_subscribe(s, id, w) == GS_OK)
 					w->pending++;
 			} else {
@@ -225,8 +273,18 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		put_ack(&acks, it->client_seq, id, rc, err);
 	}
 	gs_service_kick(s);
-	if (!acks.oom && acks.len && gs_rpc_call_send(call, acks.data, acks.len) != GS_OK)
+	if (held && !acks.oom && gs_dur_hold_stream(s, w, lsn, &acks, held, n_held) == GS_OK) {
+		/* sent by the committer once durable */
+	} else if (held) {
+		pthread_mutex_lock(&s->mu);
+		gs_dur_undo(s, held, n_held, now);
+		w->pending = w->pending > n_held ? w->pending - n_held : 0;
+		pthread_mutex_unlock(&s->mu);
+		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+	} else if (!acks.oom && acks.len && gs_rpc_call_send(call, acks.data, acks.len) != GS_OK) {
 		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "client too slow");
+	}
+	free(held);
 	gs_pb_buf_free(&acks);
 	gsched__v1__submit_stream_in__free_unpacked(in, NULL);
 }
@@ -408,7 +466,8 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	}
 	gs_pb_buf b;
 	gs_pb_buf_init(&b);
-	uint64_t now = gs_now_us();
+	uint64_t now = gs_now_us(), lsn = 0;
+	bool logged = true;
 	pthread_mutex_lock(&s->mu);
 	for (size_t i = 0; i < req->n_ids; i++) {
 		uint64_t id = req->ids[i], worker = 0;
@@ -417,6 +476,8 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		int rc = gs_engine_cancel(s->eng, id, now, &worker, &attempt);
 		gs_task_info info;
 		int irc = gs_engine_task_info(s->eng, id, &info);
+		if (rc == GS_OK && s->o.wal && gs_dur_cancel(s, id, now, &lsn) != GS_OK)
+			logged = false;
 		if (rc == GS_OK) {
 			out = worker ? GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_REQUESTED
 			             : GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_CANCELLED;
@@ -440,7 +501,12 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	}
 	gs_plm_flush(s, now);
 	pthread_mutex_unlock(&s->mu);
-	if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
+	if (!logged) /* the cancels stand, but may not survive a crash */
+		gs_rpc_call_finish(call, GS_RPC_UNAVAILABLE, LOG_FAILED);
+	else if (s->o.wal && lsn && !b.oom &&
+	         gs_dur_hold_reply(s, call, false, lsn, &b, NULL, 0) == GS_OK)
+		; /* answered by the committer once durable */
+	else if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
 		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
 	else
 		gs_rpc_call_finish(call, GS_RPC_OK, NULL);

@@ -42,7 +42,14 @@ static void on_task_moved(uint64_t task, uint32_t state, void *arg)
 {
 	struct lost_ctx *c = arg;
 	if (state != GS_TASK_FAILED)
-		return;
+		return; /* requeued: its next ASSIGN says so */
+	if (c->s->o.wal) {
+		gs_outcome o = {.failed = true, .status = -1, .reason = GS_REASON_WORKER_LOST};
+		gs_task_info info;
+		uint32_t attempt =
+		    gs_engine_task_info(c->s->eng, task, &info) == GS_OK ? info.attempt : 0;
+		gs_dur_complete(c->s, task, attempt, &o, c->now_us);
+	}
 	if (c->n == sizeof(c->failed) / sizeof(c->failed[0]))
 		flush_failed(c);
 	c->failed[c->n++] = task;
@@ -288,6 +295,8 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 				o.failed = true;
 				rc = gs_engine_finish(s->eng, r->id, c->wid, r->attempt, &o, now);
 			}
+			if (rc == GS_OK && s->o.wal)
+				gs_dur_complete(s, r->id, r->attempt, &o, now);
 			if (rc == GS_OK && done)
 				done[n_done++] = r->id;
 			else if (rc != GS_OK)
