@@ -220,6 +220,8 @@ static void put_fragment(gs_pb_buf *b, const uint8_t *p, uint32_t n, bool includ
 				if (!(p[i++] & 0x80))
 					break;
 			}
+			if (len > n - i)
+				return; /* runs past the end (i += len could wrap) */
 			i += len;
 		} else if (wt == WT_VARINT) {
 			while (i < n && (p[i++] & 0x80))
