@@ -6,7 +6,9 @@
 #ifndef GS_CLI_H
 #define GS_CLI_H
 
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 
 #define GS_CLI_DEFAULT_SERVER "127.0.0.1:7070"
 
@@ -53,5 +55,15 @@ int gs_cli_sec_opt(struct gs_cli_sec *s, int c, const char *arg);
  * on stderr, prefixed with cmd, naming the file but never its contents, and
  * returns non-zero. */
 int gs_cli_sec_load(const char *cmd, struct gs_cli_sec *s, char **token);
+
+/* Shared by the subcommands (cli_common.c, with the above). */
+
+/* A decimal number in 0..max (no sign, nothing after it): 0, else -1. */
+int gs_cli_parse_num(const char *s, unsigned long max, unsigned long *out);
+/* CLOCK_MONOTONIC in microseconds. */
+uint64_t gs_cli_mono_us(void);
+void gs_cli_sleep_ms(int ms);
+/* pthread_cond_timedwait on cv (mu held) for at most ms (below 1000). */
+void gs_cli_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms);
 
 #endif /* GS_CLI_H */

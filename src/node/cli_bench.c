@@ -147,24 +147,11 @@ struct driver {
 	pthread_t thread;
 };
 
-static uint64_t mono_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static uint64_t real_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
 }
 
 static uint64_t hop(uint64_t from, uint64_t to)
@@ -271,7 +258,7 @@ static void note_failure(struct driver *d, uint64_t seq, const char *what, const
 static void complete(struct driver *d, const struct pend *p)
 {
 	uint64_t seq = p->seq;
-	d->last_progress = mono_us();
+	d->last_progress = gs_cli_mono_us();
 	if (seq >= d->n) {
 		d->st.cnt.wrong++;
 		note_failure(d, seq, "result for a task never sent", NULL);
@@ -345,7 +332,7 @@ static void on_ack(void *ud, uint64_t seq, uint64_t id, int code, const char *ms
 	if (seq < d->n)
 		d->ack_us[seq] = now;
 	if (!id) {
-		d->last_progress = mono_us();
+		d->last_progress = gs_cli_mono_us();
 		d->st.cnt.rejected++;
 		if (seq < d->n && !d->done[seq]) {
 			d->done[seq] = 2;
@@ -462,20 +449,7 @@ static bool is_failed(struct driver *d)
 
 static bool stalled(struct driver *d)
 {
-	return mono_us() - d->last_progress > (uint64_t)d->cfg->timeout_s * 1000000u;
-}
-
-/* Waits on d->cv (d->mu held) for at most POLL_MS. */
-static void wait_cv(struct driver *d)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += POLL_MS * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	pthread_cond_timedwait(&d->cv, &d->mu, &ts);
+	return gs_cli_mono_us() - d->last_progress > (uint64_t)d->cfg->timeout_s * 1000000u;
 }
 
 /* Stream: sends seq [from, to) with at most d->window in flight and waits
@@ -485,7 +459,7 @@ static void stream_phase(struct driver *d, size_t from, size_t to)
 	const struct bench_cfg *cfg = d->cfg;
 	size_t seq = from;
 	pthread_mutex_lock(&d->mu);
-	d->last_progress = mono_us();
+	d->last_progress = gs_cli_mono_us();
 	pthread_mutex_unlock(&d->mu);
 	for (;;) {
 		pthread_mutex_lock(&d->mu);
@@ -499,7 +473,7 @@ static void stream_phase(struct driver *d, size_t from, size_t to)
 				         cfg->timeout_s, d->inflight, to - from);
 				break;
 			}
-			wait_cv(d);
+			gs_cli_cond_wait_ms(&d->cv, &d->mu, POLL_MS);
 			if (gs_client_stream_wait(d->stream, 0) != GS_ETIMEOUT) {
 				d->failed = true;
 				snprintf(d->err, sizeof(d->err), "the stream ended: %s",
@@ -521,10 +495,11 @@ static void stream_phase(struct driver *d, size_t from, size_t to)
 			d->send_us[seq] = real_us();
 			d->sent = seq + 1;
 			int rc;
-			uint64_t t0 = mono_us();
+			uint64_t t0 = gs_cli_mono_us();
 			while ((rc = gs_client_stream_submit(d->stream, &spec, seq)) == GS_EFULL &&
-			       !*cfg->stop && mono_us() - t0 < (uint64_t)cfg->timeout_s * 1000000u)
-				sleep_ms(1);
+			       !*cfg->stop &&
+			       gs_cli_mono_us() - t0 < (uint64_t)cfg->timeout_s * 1000000u)
+				gs_cli_sleep_ms(1);
 			if (rc != GS_OK) {
 				pthread_mutex_lock(&d->mu);
 				d->failed = true;
@@ -639,7 +614,7 @@ static void *driver_main(void *arg)
 		run_phase(d, 0, d->warm);
 	if (d->barrier)
 		pthread_barrier_wait(d->barrier);
-	d->st.t_begin = d->st.t_end = mono_us();
+	d->st.t_begin = d->st.t_end = gs_cli_mono_us();
 	if (!is_failed(d))
 		run_phase(d, d->warm, d->n);
 	if (d->stream) {
@@ -937,7 +912,7 @@ static int run_fill(const struct bench_cfg *cfg)
 		fill_payload(p, cfg->payload_bytes, i);
 		specs[i] = make_spec(&shape, p);
 	}
-	uint64_t t0 = mono_us();
+	uint64_t t0 = gs_cli_mono_us();
 	/* Bounded: every Submit has a deadline, and the loop ends at --tasks. */
 	while (sent < cfg->tasks && !*cfg->stop) {
 		size_t k = cfg->tasks - sent < b ? cfg->tasks - sent : b;
@@ -948,7 +923,7 @@ static int run_fill(const struct bench_cfg *cfg)
 		}
 		sent += k;
 	}
-	double secs = (double)(mono_us() - t0) / 1e6;
+	double secs = (double)(gs_cli_mono_us() - t0) / 1e6;
 	double rate = secs > 0 ? (double)sent / secs : 0.0;
 	bool ok = sent == cfg->tasks;
 	if (cfg->json)
@@ -1007,18 +982,6 @@ static void bench_usage(FILE *f)
 	    "No progress for --timeout-s (default 60) ends the run.  Exit 0 if every task\n"
 	    "succeeded exactly once, 1 otherwise, 2 bad usage.\n",
 	    DEFAULT_PROBE);
-}
-
-static int parse_num(const char *s, unsigned long max, unsigned long *out)
-{
-	char *end;
-	if (!s || !*s || *s == '-')
-		return -1;
-	unsigned long v = strtoul(s, &end, 10);
-	if (*end || v > max)
-		return -1;
-	*out = v;
-	return 0;
 }
 
 /* Parses argv into cfg; returns -1 (bad usage, reported), 1 (--help), 0. */
@@ -1130,7 +1093,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 			bench_usage(stderr);
 			return -1;
 		}
-		if (parse_num(optarg, max, &v) != 0 || v < min) {
+		if (gs_cli_parse_num(optarg, max, &v) != 0 || v < min) {
 			fprintf(stderr, "gsched bench: bad value '%s' for --%s (%lu..%lu)\n",
 			        optarg, opts[idx].name, min, max);
 			return -1;

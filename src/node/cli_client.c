@@ -24,71 +24,6 @@
 #define SUBMIT_BATCH       1000
 #define WAIT_ROUND_MS      500
 
-const char *gs_cli_server_addr(const char *flag)
-{
-	if (flag && flag[0])
-		return flag;
-	const char *env = getenv("GSCHED_SERVER");
-	return env && env[0] ? env : GS_CLI_DEFAULT_SERVER;
-}
-
-int gs_cli_sec_opt(struct gs_cli_sec *s, int c, const char *arg)
-{
-	switch (c) {
-	case GS_CLI_SEC_OPT:
-		s->token_file = arg;
-		return 1;
-	case GS_CLI_SEC_OPT + 1:
-		s->tls_ca = arg;
-		return 1;
-	case GS_CLI_SEC_OPT + 2:
-		s->tls_cert = arg;
-		return 1;
-	case GS_CLI_SEC_OPT + 3:
-		s->tls_key = arg;
-		return 1;
-	case GS_CLI_SEC_OPT + 4:
-		s->tls = 1;
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-int gs_cli_sec_load(const char *cmd, struct gs_cli_sec *s, char **token)
-{
-	*token = NULL;
-	const char *env = getenv("GSCHED_TOKEN_FILE");
-	if (!s->token_file && env && env[0])
-		s->token_file = env;
-	env = getenv("GSCHED_TLS_CA");
-	if (!s->tls_ca && env && env[0])
-		s->tls_ca = env;
-	if (!s->tls_cert != !s->tls_key) {
-		fprintf(stderr, "%s: --tls-cert and --tls-key go together\n", cmd);
-		return 1;
-	}
-	if (s->tls_ca || s->tls_cert)
-		s->tls = 1;
-	if (s->tls) {
-		struct gs_rpc_tls t = {
-		    .ca_file = s->tls_ca, .cert_file = s->tls_cert, .key_file = s->tls_key};
-		char err[400];
-		if (gs_rpc_tls_check(&t, 0, err, sizeof(err)) != GS_OK) {
-			fprintf(stderr, "%s: %s\n", cmd, err);
-			return 1;
-		}
-	}
-	if (s->token_file) {
-		char err[400];
-		if (gs_rpc_token_read_file(s->token_file, token, NULL, err, sizeof(err)) != GS_OK) {
-			fprintf(stderr, "%s: %s\n", cmd, err);
-			return 1;
-		}
-	}
-	return 0;
-}
-
 /* The security flags of this client subcommand (set by its option parser). */
 static struct gs_cli_sec g_sec;
 
@@ -505,13 +440,16 @@ int gs_cli_submit(int argc, char **argv, volatile sig_atomic_t *stop)
 
 /* --- wait, status, cancel ------------------------------------------------ */
 
-/* Parses [--server ADDR] [--help] then IDs.  Returns -1 to go on, else an
+/* Parses [--server ADDR] [--all] [--help] and the security flags (--all only
+ * if all is not NULL); --help prints "usage: gsched CMD [--server ADDR] ...
+ * TAIL" and help.  Returns -1 to go on (optind: the first operand), else an
  * exit status. */
-static int parse_id_cmd(const char *cmd, const char *help, int argc, char **argv,
-                        const char **server, uint64_t **ids, size_t *n)
+static int parse_flags(const char *cmd, const char *tail, const char *help, int argc, char **argv,
+                       const char **server, bool *all)
 {
 	static const struct option opts[] = {
 	    {"server", required_argument, NULL, 's'},
+	    {"all", no_argument, NULL, 'a'},
 	    {"help", no_argument, NULL, 'h'},
 	    GS_CLI_SEC_OPTIONS,
 	    {0, 0, 0, 0},
@@ -524,34 +462,50 @@ static int parse_id_cmd(const char *cmd, const char *help, int argc, char **argv
 			continue;
 		} else if (c == 's') {
 			*server = optarg;
+		} else if (c == 'a' && all) {
+			*all = true;
 		} else if (c == 'h') {
-			printf("usage: gsched %s [--server ADDR] " GS_CLI_SEC_USAGE " ID...\n%s",
-			       cmd, help);
+			printf("usage: gsched %s [--server ADDR] " GS_CLI_SEC_USAGE "%s\n%s", cmd,
+			       tail, help);
 			return 0;
 		} else {
 			fprintf(stderr, "gsched %s: bad option '%s'\n", cmd, argv[optind - 1]);
 			return 2;
 		}
 	}
-	int rc = parse_ids(cmd, argc, argv, optind, ids, n);
-	return rc ? rc : -1;
+	return -1;
+}
+
+/* Parses [--server ADDR] [--help] then IDs, and connects.  Returns -1 to go
+ * on (*cl and *ids to free), else an exit status. */
+static int start_id_cmd(const char *cmd, const char *help, int argc, char **argv,
+                        struct gs_client **cl, uint64_t **ids, size_t *n)
+{
+	const char *server = NULL;
+	int rc = parse_flags(cmd, " ID...", help, argc, argv, &server, NULL);
+	if (rc >= 0)
+		return rc;
+	rc = parse_ids(cmd, argc, argv, optind, ids, n);
+	if (rc)
+		return rc;
+	*cl = cli_connect(server);
+	if (!*cl) {
+		free(*ids);
+		return 1;
+	}
+	return -1;
 }
 
 int gs_cli_wait(int argc, char **argv, volatile sig_atomic_t *stop)
 {
-	const char *server = NULL;
+	struct gs_client *cl = NULL;
 	uint64_t *ids = NULL;
 	size_t n = 0;
-	int rc = parse_id_cmd(
+	int rc = start_id_cmd(
 	    "wait", "Waits for the tasks and prints their output; exits 1 if any failed.\n", argc,
-	    argv, &server, &ids, &n);
+	    argv, &cl, &ids, &n);
 	if (rc >= 0)
 		return rc;
-	struct gs_client *cl = cli_connect(server);
-	if (!cl) {
-		free(ids);
-		return 1;
-	}
 	rc = wait_and_print(cl, ids, n, stop, false);
 	gs_client_close(cl);
 	free(ids);
@@ -561,19 +515,14 @@ int gs_cli_wait(int argc, char **argv, volatile sig_atomic_t *stop)
 int gs_cli_status(int argc, char **argv, volatile sig_atomic_t *stop)
 {
 	(void)stop;
-	const char *server = NULL;
+	struct gs_client *cl = NULL;
 	uint64_t *ids = NULL;
 	size_t n = 0;
 	int rc =
-	    parse_id_cmd("status", "Shows the tasks' state (without fetching their results).\n",
-	                 argc, argv, &server, &ids, &n);
+	    start_id_cmd("status", "Shows the tasks' state (without fetching their results).\n",
+	                 argc, argv, &cl, &ids, &n);
 	if (rc >= 0)
 		return rc;
-	struct gs_client *cl = cli_connect(server);
-	if (!cl) {
-		free(ids);
-		return 1;
-	}
 	struct gs_client_result *r = calloc(n, sizeof(*r));
 	rc = r ? gs_client_get(cl, ids, n, false, r) : GS_ENOMEM;
 	int status = 0;
@@ -610,19 +559,14 @@ int gs_cli_cancel(int argc, char **argv, volatile sig_atomic_t *stop)
 	(void)stop;
 	static const char *const names[] = {"?", "cancelled", "cancel requested",
 	                                    "already finished", "not found"};
-	const char *server = NULL;
+	struct gs_client *cl = NULL;
 	uint64_t *ids = NULL;
 	size_t n = 0;
-	int rc = parse_id_cmd(
+	int rc = start_id_cmd(
 	    "cancel", "Cancels the tasks (queued ones at once, running ones on their worker).\n",
-	    argc, argv, &server, &ids, &n);
+	    argc, argv, &cl, &ids, &n);
 	if (rc >= 0)
 		return rc;
-	struct gs_client *cl = cli_connect(server);
-	if (!cl) {
-		free(ids);
-		return 1;
-	}
 	int *out = calloc(n, sizeof(*out)), *st = calloc(n, sizeof(*st));
 	rc = out && st ? gs_client_cancel(cl, ids, n, out, st) : GS_ENOMEM;
 	int status = 0;
@@ -647,55 +591,33 @@ int gs_cli_cancel(int argc, char **argv, volatile sig_atomic_t *stop)
 
 /* --- workers, stats ------------------------------------------------------ */
 
-static int parse_server_only(const char *cmd, const char *extra, int argc, char **argv,
-                             const char **server, bool *flag)
+/* Parses [--server ADDR] [--all] [--help] and no operand, and connects.
+ * Returns -1 to go on (*cl to close), else an exit status. */
+static int start_server_cmd(const char *cmd, const char *extra, int argc, char **argv, bool *all,
+                            struct gs_client **cl)
 {
-	static const struct option opts[] = {
-	    {"server", required_argument, NULL, 's'},
-	    {"all", no_argument, NULL, 'a'},
-	    {"help", no_argument, NULL, 'h'},
-	    GS_CLI_SEC_OPTIONS,
-	    {0, 0, 0, 0},
-	};
-	int c;
-	optind = 1;
-	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
-		if (gs_cli_sec_opt(&g_sec, c, optarg)) {
-			continue;
-		} else if (c == 's') {
-			*server = optarg;
-		} else if (c == 'a' && flag) {
-			*flag = true;
-		} else if (c == 'h') {
-			printf("usage: gsched %s [--server ADDR] " GS_CLI_SEC_USAGE "%s\n", cmd,
-			       extra);
-			return 0;
-		} else {
-			fprintf(stderr, "gsched %s: bad option '%s'\n", cmd, argv[optind - 1]);
-			return 2;
-		}
-	}
+	const char *server = NULL;
+	int rc = parse_flags(cmd, extra, "", argc, argv, &server, all);
+	if (rc >= 0)
+		return rc;
 	if (optind != argc) {
 		fprintf(stderr, "gsched %s: unexpected argument '%s'\n", cmd, argv[optind]);
 		return 2;
 	}
-	return -1;
+	*cl = cli_connect(server);
+	return *cl ? -1 : 1;
 }
 
 int gs_cli_workers(int argc, char **argv, volatile sig_atomic_t *stop)
 {
 	(void)stop;
 	static const char *const states[] = {"?", "alive", "draining", "dead"};
-	const char *server = NULL;
+	struct gs_client *cl = NULL;
 	bool all = false;
-	int rc = parse_server_only("workers", " [--all]   (--all: also recently dead ones)", argc,
-	                           argv, &server, &all);
+	int rc = start_server_cmd("workers", " [--all]   (--all: also recently dead ones)", argc,
+	                          argv, &all, &cl);
 	if (rc >= 0)
 		return rc;
-	struct gs_client *cl = cli_connect(server);
-	if (!cl)
-		return 1;
 	struct gs_client_worker *w = NULL;
 	size_t n = 0;
 	if (gs_client_list_workers(cl, all, &w, &n) != GS_OK) {
@@ -720,13 +642,10 @@ int gs_cli_workers(int argc, char **argv, volatile sig_atomic_t *stop)
 int gs_cli_stats(int argc, char **argv, volatile sig_atomic_t *stop)
 {
 	(void)stop;
-	const char *server = NULL;
-	int rc = parse_server_only("stats", "", argc, argv, &server, NULL);
+	struct gs_client *cl = NULL;
+	int rc = start_server_cmd("stats", "", argc, argv, NULL, &cl);
 	if (rc >= 0)
 		return rc;
-	struct gs_client *cl = cli_connect(server);
-	if (!cl)
-		return 1;
 	struct gs_client_stats s;
 	if (gs_client_stats(cl, &s) != GS_OK) {
 		fprintf(stderr, "gsched stats: %s\n", gs_client_error(cl));

@@ -26,19 +26,6 @@
 #define DEMO_MAGIC       "gsdemo!!"
 #define DEMO_MAX_WORKERS 256
 
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 /* --- the demo ------------------------------------------------------------ */
 
 struct demo_argv {
@@ -131,7 +118,7 @@ static char *dup_bytes(const uint8_t *p, size_t n)
 static void demo_result(void *ud, const struct gs_client_result *r)
 {
 	struct demo *d = ud;
-	uint64_t t = now_us();
+	uint64_t t = gs_cli_mono_us();
 	pthread_mutex_lock(&d->mu);
 	d->results++;
 	d->last_result_us = t;
@@ -219,20 +206,13 @@ static int run_demo(const char *addr, size_t n, volatile sig_atomic_t *stop)
 	        "gsched local: demo: %zu echo tasks (16-byte payloads, window %d) and %zu "
 	        "commands through one SubmitStream\n",
 	        n, DEMO_WINDOW, d.n_av);
-	uint64_t t0 = now_us();
+	uint64_t t0 = gs_cli_mono_us();
 	size_t seq = 0, total = n + d.n_av;
 	bool failed = false;
 	while (seq < total && !*stop && !failed) {
 		pthread_mutex_lock(&d.mu);
 		while (d.inflight >= DEMO_WINDOW && !*stop) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&d.cv, &d.mu, &ts);
+			gs_cli_cond_wait_ms(&d.cv, &d.mu, 50);
 			if (gs_client_stream_wait(s, 0) != GS_ETIMEOUT)
 				break; /* the stream ended */
 		}
@@ -258,10 +238,10 @@ static int run_demo(const char *addr, size_t n, volatile sig_atomic_t *stop)
 				spec.argv = a->argv;
 				spec.argc = a->argv[3] ? 4 : a->argv[2] ? 3 : 2;
 			}
-			d.sent_us[seq] = now_us();
+			d.sent_us[seq] = gs_cli_mono_us();
 			int rc;
 			while ((rc = gs_client_stream_submit(s, &spec, seq)) == GS_EFULL && !*stop)
-				sleep_ms(1);
+				gs_cli_sleep_ms(1);
 			if (rc != GS_OK) {
 				fprintf(stderr, "gsched local: submit: %s\n", gs_strerror(rc));
 				failed = true;
@@ -274,7 +254,7 @@ static int run_demo(const char *addr, size_t n, volatile sig_atomic_t *stop)
 	int rc = GS_ETIMEOUT;
 	while (!*stop && (rc = gs_client_stream_wait(s, 200)) == GS_ETIMEOUT)
 		;
-	uint64_t t1 = d.last_result_us ? d.last_result_us : now_us();
+	uint64_t t1 = d.last_result_us ? d.last_result_us : gs_cli_mono_us();
 	if (rc != GS_OK)
 		fprintf(stderr, "gsched local: %s\n",
 		        *stop ? "interrupted" : gs_client_stream_error(s));
@@ -365,18 +345,6 @@ static void local_usage(FILE *f)
 	    "SIGINT/SIGTERM.\n");
 }
 
-static int parse_num(const char *s, unsigned long max, unsigned long *out)
-{
-	char *end;
-	if (!s || !*s || *s == '-')
-		return -1;
-	unsigned long v = strtoul(s, &end, 10);
-	if (*end || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 int gs_cli_local(int argc, char **argv, volatile sig_atomic_t *stop)
 {
 	static const struct option opts[] = {
@@ -408,11 +376,11 @@ int gs_cli_local(int argc, char **argv, volatile sig_atomic_t *stop)
 		case 'w':
 		case 'k':
 		case 'n':
-			if (parse_num(optarg,
-			              c == 'n'   ? 100000000ul
-			              : c == 'w' ? 64
-			                         : 1024,
-			              &v) != 0 ||
+			if (gs_cli_parse_num(optarg,
+			                     c == 'n'   ? 100000000ul
+			                     : c == 'w' ? 64
+			                                : 1024,
+			                     &v) != 0 ||
 			    (v == 0 && c != 'n')) {
 				fprintf(stderr, "gsched local: bad value '%s' for --%s\n", optarg,
 				        c == 'w'   ? "workers"
@@ -457,7 +425,7 @@ int gs_cli_local(int argc, char **argv, volatile sig_atomic_t *stop)
 		        addr);
 		while (!*stop) {
 			gs_local_cluster_restart_dead(lc);
-			sleep_ms(100);
+			gs_cli_sleep_ms(100);
 		}
 	}
 	if (gs_local_cluster_stop(lc) != GS_OK)

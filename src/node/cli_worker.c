@@ -31,18 +31,6 @@ static void worker_usage(FILE *f)
 	           "a refused token ends the worker (exit status 1).\n");
 }
 
-static int parse_num(const char *s, unsigned long max, unsigned long *out)
-{
-	char *end;
-	if (!s || !*s || *s == '-')
-		return -1;
-	unsigned long v = strtoul(s, &end, 10);
-	if (*end || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 int gs_cli_worker(int argc, char **argv, volatile sig_atomic_t *stop)
 {
 	static const struct option opts[] = {
@@ -86,21 +74,21 @@ int gs_cli_worker(int argc, char **argv, volatile sig_atomic_t *stop)
 			queues[o.n_queues++] = optarg;
 			break;
 		case 'n':
-			if (parse_num(optarg, 1024, &v) != 0 || v == 0) {
+			if (gs_cli_parse_num(optarg, 1024, &v) != 0 || v == 0) {
 				fprintf(stderr, "gsched worker: --slots needs a number 1..1024\n");
 				return 2;
 			}
 			o.slots = (unsigned)v;
 			break;
 		case 'o':
-			if (parse_num(optarg, 1ul << 30, &v) != 0) {
+			if (gs_cli_parse_num(optarg, 1ul << 30, &v) != 0) {
 				fprintf(stderr, "gsched worker: bad --max-output '%s'\n", optarg);
 				return 2;
 			}
 			o.max_output = v;
 			break;
 		case 'g':
-			if (parse_num(optarg, 3600000, &v) != 0) {
+			if (gs_cli_parse_num(optarg, 3600000, &v) != 0) {
 				fprintf(stderr, "gsched worker: bad --grace-ms '%s'\n", optarg);
 				return 2;
 			}

@@ -8,15 +8,6 @@
 
 #define SVC "/gsched.v1.AdminService/"
 
-static void reply(struct gs_rpc_call *call, gs_pb_buf *b)
-{
-	if (b->oom || gs_rpc_call_send(call, b->data, b->len) != GS_OK)
-		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
-	else
-		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
-	gs_pb_buf_free(b);
-}
-
 static Gsched__V1__WorkerState worker_state(uint32_t st)
 {
 	switch (st) {
@@ -71,7 +62,7 @@ static void list_workers(struct gs_rpc_call *call, void *ud, const uint8_t *byte
 		gs_pb_put_varint(&b, 11, wi.finished_total);
 		gs_pb_end(&b, m);
 	}
-	reply(call, &b);
+	gs_service_reply(call, &b);
 	gsched__v1__list_workers_request__free_unpacked(req, NULL);
 }
 
@@ -120,7 +111,7 @@ static void stats(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size
 	gs_pb_put_varint(&b, 2, g->max_tasks);
 	gs_pb_put_varint(&b, 4, alive);
 	gs_pb_put_varint(&b, 5, (gs_now_us() - s->started_us) / 1000);
-	reply(call, &b);
+	gs_service_reply(call, &b);
 	gsched__v1__stats_request__free_unpacked(req, NULL);
 }
 
@@ -149,26 +140,19 @@ static void drain(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size
 		gs_worker_table_read_unlock();
 		gs_pb_buf_reset(&b);
 		gs_pb_put_varint(&b, 1, GSCHED__V1__WORKER_STATE__WORKER_STATE_DRAINING);
-		reply(call, &b);
+		gs_service_reply(call, &b);
 	}
 	gsched__v1__drain_request__free_unpacked(req, NULL);
-}
-
-/* Unary methods without per-call state: drop the user's call reference
- * (rpc_server.h: given even without on_open) when the call is over. */
-static void unary_close(struct gs_rpc_call *call, void *ud, int cancelled)
-{
-	(void)ud;
-	(void)cancelled;
-	gs_rpc_call_unref(call);
 }
 
 int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv)
 {
 	static const struct gs_rpc_method_ops lw = {.on_message = list_workers,
-	                                            .on_close = unary_close};
-	static const struct gs_rpc_method_ops st = {.on_message = stats, .on_close = unary_close};
-	static const struct gs_rpc_method_ops dr = {.on_message = drain, .on_close = unary_close};
+	                                            .on_close = gs_service_unary_close};
+	static const struct gs_rpc_method_ops st = {.on_message = stats,
+	                                            .on_close = gs_service_unary_close};
+	static const struct gs_rpc_method_ops dr = {.on_message = drain,
+	                                            .on_close = gs_service_unary_close};
 	int rc = gs_rpc_server_add_method(srv, SVC "ListWorkers", GS_RPC_UNARY, &lw, s);
 	if (rc == GS_OK)
 		rc = gs_rpc_server_add_method(srv, SVC "Stats", GS_RPC_UNARY, &st, s);

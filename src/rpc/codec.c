@@ -265,6 +265,21 @@ void gs_codec_put_result(gs_pb_buf *b, uint32_t field, const gs_task_info *info,
 	gs_pb_end(b, m);
 }
 
+void gs_codec_put_event(gs_pb_buf *b, uint32_t field, const gs_task_info *info, uint64_t at_us,
+                        const uint8_t *stored, uint32_t stored_len, bool with_result,
+                        bool include_output)
+{
+	size_t m = gs_pb_begin(b, field);
+	gs_pb_put_fixed64(b, 1, info->id);
+	gs_pb_put_varint(b, 2, (uint64_t)gs_codec_state(info->state));
+	gs_pb_put_varint(b, 3, info->attempt);
+	gs_pb_put_fixed64(b, 4, info->worker);
+	gs_pb_put_varint(b, 5, at_us);
+	if (with_result)
+		gs_codec_put_result(b, 6, info, stored, stored_len, include_output);
+	gs_pb_end(b, m);
+}
+
 void gs_codec_result_fragment(gs_pb_buf *b, const Gsched__V1__WorkResult *r)
 {
 	if (r->output.len)

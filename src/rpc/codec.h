@@ -68,6 +68,14 @@ Gsched__V1__TaskState gs_codec_state(uint32_t engine_state);
 void gs_codec_put_result(gs_pb_buf *b, uint32_t field, const gs_task_info *info,
                          const uint8_t *stored, uint32_t stored_len, bool include_output);
 
+/*
+ * Appends a TaskEvent for `info` at at_us as field `field`; with_result adds
+ * its TaskResult (as gs_codec_put_result).
+ */
+void gs_codec_put_event(gs_pb_buf *b, uint32_t field, const gs_task_info *info, uint64_t at_us,
+                        const uint8_t *stored, uint32_t stored_len, bool with_result,
+                        bool include_output);
+
 /* The stored result fragment of a WorkResult. */
 void gs_codec_result_fragment(gs_pb_buf *b, const Gsched__V1__WorkResult *r);
 

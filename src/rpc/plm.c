@@ -216,14 +216,8 @@ static bool stream_deliver(gs_service *s, struct waiter *w, uint64_t id)
 	if (w->kind == W_STREAM) {
 		gs_codec_put_result(b, 2, &info, res, res_len, true);
 	} else {
-		size_t ev = gs_pb_begin(b, 1);
-		gs_pb_put_fixed64(b, 1, id);
-		gs_pb_put_varint(b, 2, (uint64_t)gs_codec_state(info.state));
-		gs_pb_put_varint(b, 3, info.attempt);
-		gs_pb_put_fixed64(b, 4, info.worker);
-		gs_pb_put_varint(b, 5, info.finished_us);
-		gs_codec_put_result(b, 6, &info, res, res_len, w->include_output);
-		gs_pb_end(b, ev);
+		gs_codec_put_event(b, 1, &info, info.finished_us, res, res_len, true,
+		                   w->include_output);
 	}
 	if (w->pending)
 		w->pending--;

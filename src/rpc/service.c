@@ -340,3 +340,19 @@ int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_
 		gs_engine_task_result(s->eng, id, res, res_len);
 	return GS_OK;
 }
+
+void gs_service_reply(struct gs_rpc_call *call, gs_pb_buf *b)
+{
+	if (b->oom || gs_rpc_call_send(call, b->data, b->len) != GS_OK)
+		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
+	else
+		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
+	gs_pb_buf_free(b);
+}
+
+void gs_service_unary_close(struct gs_rpc_call *call, void *ud, int cancelled)
+{
+	(void)ud;
+	(void)cancelled;
+	gs_rpc_call_unref(call);
+}

@@ -183,4 +183,12 @@ void gs_service_kick(gs_service *s);
 int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_t **res,
                     uint32_t *res_len);
 
+/* Answers a unary call with b and frees it: OK, or RESOURCE_EXHAUSTED
+ * ("reply too large") when b ran out of memory or could not be sent. */
+void gs_service_reply(struct gs_rpc_call *call, gs_pb_buf *b);
+
+/* on_close of the unary methods without per-call state: drops the user's
+ * call reference (rpc_server.h: given even without on_open). */
+void gs_service_unary_close(struct gs_rpc_call *call, void *ud, int cancelled);
+
 #endif /* GS_SERVICE_IMPL_H */

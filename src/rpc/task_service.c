@@ -408,6 +408,38 @@ static void wait_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, s
 
 /* --- Get ------------------------------------------------------------- */
 
+/* A TaskStatus or TaskEvent (the same fields 1 and 2) for a task not known,
+ * as field 1. */
+static void put_unknown(gs_pb_buf *b, uint64_t id)
+{
+	size_t m = gs_pb_begin(b, 1);
+	gs_pb_put_fixed64(b, 1, id);
+	gs_pb_put_varint(b, 2, GSCHED__V1__TASK_STATE__TASK_STATE_UNKNOWN);
+	gs_pb_end(b, m);
+}
+
+/* The TaskStatus of a known task (gs_service_read), as field 1. */
+static void put_status(gs_service *s, gs_pb_buf *b, const gs_task_info *info, const uint8_t *res,
+                       uint32_t res_len, bool include_output)
+{
+	size_t m = gs_pb_begin(b, 1);
+	gs_pb_put_fixed64(b, 1, info->id);
+	gs_pb_put_varint(b, 2, (uint64_t)gs_codec_state(info->state));
+	const char *qn = gs_engine_queue_name(s->eng, info->queue);
+	if (qn)
+		gs_pb_put_bytes(b, 3, qn, strlen(qn));
+	gs_pb_put_varint(b, 4, info->priority);
+	gs_pb_put_fixed64(b, 5, info->worker);
+	gs_pb_put_varint(b, 6, info->attempt);
+	gs_pb_put_varint(b, 7, info->submitted_us);
+	gs_pb_put_varint(b, 8, info->assigned_us);
+	gs_pb_put_varint(b, 9, info->started_us);
+	gs_pb_put_varint(b, 10, info->finished_us);
+	if (is_final(info->state))
+		gs_codec_put_result(b, 12, info, res, res_len, include_output);
+	gs_pb_end(b, m);
+}
+
 static void get_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
 {
 	gs_service *s = ud;
@@ -423,34 +455,13 @@ static void get_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, si
 		gs_task_info info;
 		const uint8_t *res;
 		uint32_t res_len;
-		size_t m = gs_pb_begin(&b, 1);
-		gs_pb_put_fixed64(&b, 1, req->ids[i]);
-		if (gs_service_read(s, req->ids[i], &info, &res, &res_len) != GS_OK) {
-			gs_pb_put_varint(&b, 2, GSCHED__V1__TASK_STATE__TASK_STATE_UNKNOWN);
-			gs_pb_end(&b, m);
-			continue;
-		}
-		gs_pb_put_varint(&b, 2, (uint64_t)gs_codec_state(info.state));
-		const char *qn = gs_engine_queue_name(s->eng, info.queue);
-		if (qn)
-			gs_pb_put_bytes(&b, 3, qn, strlen(qn));
-		gs_pb_put_varint(&b, 4, info.priority);
-		gs_pb_put_fixed64(&b, 5, info.worker);
-		gs_pb_put_varint(&b, 6, info.attempt);
-		gs_pb_put_varint(&b, 7, info.submitted_us);
-		gs_pb_put_varint(&b, 8, info.assigned_us);
-		gs_pb_put_varint(&b, 9, info.started_us);
-		gs_pb_put_varint(&b, 10, info.finished_us);
-		if (is_final(info.state))
-			gs_codec_put_result(&b, 12, &info, res, res_len, req->include_output);
-		gs_pb_end(&b, m);
+		if (gs_service_read(s, req->ids[i], &info, &res, &res_len) != GS_OK)
+			put_unknown(&b, req->ids[i]);
+		else
+			put_status(s, &b, &info, res, res_len, req->include_output);
 	}
 	pthread_mutex_unlock(&s->mu);
-	if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
-		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
-	else
-		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
-	gs_pb_buf_free(&b);
+	gs_service_reply(call, &b);
 	gsched__v1__get_request__free_unpacked(req, NULL);
 }
 
@@ -506,11 +517,9 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	else if (s->o.wal && lsn && !b.oom &&
 	         gs_dur_hold_reply(s, call, false, lsn, &b, NULL, 0) == GS_OK)
 		; /* answered by the committer once durable */
-	else if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK)
-		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
 	else
-		gs_rpc_call_finish(call, GS_RPC_OK, NULL);
-	gs_pb_buf_free(&b);
+		gs_service_reply(call, &b);
+	gs_pb_buf_free(&b); /* a no-op after gs_service_reply, which freed it */
 	gsched__v1__cancel_request__free_unpacked(req, NULL);
 	gs_service_kick(s);
 }
@@ -542,22 +551,15 @@ static void watch_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, 
 		gs_task_info info;
 		const uint8_t *res;
 		uint32_t res_len;
-		size_t m = gs_pb_begin(&b, 1);
-		gs_pb_put_fixed64(&b, 1, req->ids[i]);
 		if (gs_service_read(s, req->ids[i], &info, &res, &res_len) != GS_OK) {
-			gs_pb_put_varint(&b, 2, GSCHED__V1__TASK_STATE__TASK_STATE_UNKNOWN);
-		} else {
-			gs_pb_put_varint(&b, 2, (uint64_t)gs_codec_state(info.state));
-			gs_pb_put_varint(&b, 3, info.attempt);
-			gs_pb_put_fixed64(&b, 4, info.worker);
-			gs_pb_put_varint(&b, 5, gs_now_us());
-			if (is_final(info.state))
-				gs_codec_put_result(&b, 6, &info, res, res_len,
-				                    req->include_output);
-			else if (gs_plm_subscribe(s, req->ids[i], w) == GS_OK)
-				w->pending++;
+			put_unknown(&b, req->ids[i]);
+			continue;
 		}
-		gs_pb_end(&b, m);
+		bool final = is_final(info.state);
+		gs_codec_put_event(&b, 1, &info, gs_now_us(), res, res_len, final,
+		                   req->include_output);
+		if (!final && gs_plm_subscribe(s, req->ids[i], w) == GS_OK)
+			w->pending++;
 	}
 	if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK) {
 		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply too large");
@@ -571,19 +573,10 @@ static void watch_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, 
 	gsched__v1__watch_request__free_unpacked(req, NULL);
 }
 
-/* Unary methods without per-call state: drop the user's call reference
- * (rpc_server.h: given even without on_open) when the call is over. */
-static void unary_close(struct gs_rpc_call *call, void *ud, int cancelled)
-{
-	(void)ud;
-	(void)cancelled;
-	gs_rpc_call_unref(call);
-}
-
 int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv)
 {
 	static const struct gs_rpc_method_ops submit = {.on_message = submit_msg,
-	                                                .on_close = unary_close};
+	                                                .on_close = gs_service_unary_close};
 	static const struct gs_rpc_method_ops stream = {
 	    .on_open = stream_open,
 	    .on_message = stream_msg,
@@ -593,9 +586,9 @@ int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv)
 	static const struct gs_rpc_method_ops wait = {
 	    .on_open = waiter_open, .on_message = wait_msg, .on_close = waiter_close};
 	static const struct gs_rpc_method_ops get = {.on_message = get_msg,
-	                                             .on_close = unary_close};
+	                                             .on_close = gs_service_unary_close};
 	static const struct gs_rpc_method_ops cancel = {.on_message = cancel_msg,
-	                                                .on_close = unary_close};
+	                                                .on_close = gs_service_unary_close};
 	static const struct gs_rpc_method_ops watch = {
 	    .on_open = waiter_open, .on_message = watch_msg, .on_close = waiter_close};
 	int rc = gs_rpc_server_add_method(srv, SVC "Submit", GS_RPC_UNARY, &submit, s);

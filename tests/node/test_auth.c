@@ -47,18 +47,14 @@
 #include <cmocka.h>
 
 #include "gsched.pb-c.h"
+#include "e2e_util.h"
 #include "gsched_client.h"
 #include "rpc_client.h"
 #include "rpc_tls.h"
 
-#define MAX_PROCS   16
 #define CLIENT_TOK  "client-secret-7f3a9c1e5b"
 #define WORKER_TOK  "worker-secret-2d8e4b6a0f"
 #define HEALTH_PATH "/grpc.health.v1.Health/Check"
-
-static const char *g_bin = GSCHED_BIN;
-static char g_dir[256];
-static pid_t g_pids[MAX_PROCS];
 
 struct env {
 	int port;
@@ -74,7 +70,7 @@ static const char *path_of(const char *name)
 	static char buf[8][512];
 	static int k;
 	char *p = buf[k++ % 8];
-	snprintf(p, 512, "%s/%s", g_dir, name);
+	snprintf(p, 512, "%s/%s", gs_e2e_dir(), name);
 	return p;
 }
 
@@ -133,130 +129,18 @@ static int make_certs(void)
 	    "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
 	    "  -out client.pem -days 2 -extfile client.ext; "
 	    "chmod 600 *.key",
-	    g_dir);
+	    gs_e2e_dir());
 	char full[4096 + 512];
-	snprintf(full, sizeof(full), "(%s) > '%s/openssl.out' 2>&1", cmd, g_dir);
+	snprintf(full, sizeof(full), "(%s) > '%s/openssl.out' 2>&1", cmd, gs_e2e_dir());
 	return system(full);
 }
 
 /* ---- processes ----------------------------------------------------------- */
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static void track(pid_t pid)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (!g_pids[i]) {
-			g_pids[i] = pid;
-			return;
-		}
-	kill(pid, SIGKILL);
-	fail_msg("too many processes");
-}
-
-static void untrack(pid_t pid)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] == pid)
-			g_pids[i] = 0;
-}
-
-/* Starts `gsched ARGS...` with stdout and stderr to DIR/name.log; env_token
- * (may be NULL) is put in GSCHED_TOKEN_FILE (which is otherwise unset). */
-static pid_t spawn_env(const char *name, const char *const *args, const char *env_token)
-{
-	char log[512];
-	snprintf(log, sizeof(log), "%s/%s.log", g_dir, name);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 2);
-			dup2(fd, 1);
-			close(fd);
-		}
-		unsetenv("GSCHED_TOKEN_FILE");
-		unsetenv("GSCHED_TLS_CA");
-		if (env_token)
-			setenv("GSCHED_TOKEN_FILE", env_token, 1);
-		char *argv[40];
-		int n = 0;
-		argv[n++] = (char *)g_bin;
-		for (; args[n - 1] && n < 39; n++)
-			argv[n] = (char *)args[n - 1];
-		argv[n] = NULL;
-		execv(g_bin, argv);
-		_exit(127);
-	}
-	track(pid);
-	return pid;
-}
-
-static pid_t spawn(const char *name, const char *const *args)
-{
-	return spawn_env(name, args, NULL);
-}
-
-/* Waits up to ms for pid to exit; returns its wait status or -1. */
-static int wait_exit(pid_t pid, int ms)
-{
-	uint64_t end = mono_ms() + (uint64_t)ms;
-	int st;
-	do {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid) {
-			untrack(pid);
-			return st;
-		}
-		if (r < 0)
-			return -1;
-		sleep_ms(10);
-	} while (mono_ms() < end);
-	return -1;
-}
-
-static void kill_all(void)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] > 0)
-			kill(g_pids[i], SIGTERM);
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] > 0 && wait_exit(g_pids[i], 3000) == -1 && g_pids[i] > 0) {
-			kill(g_pids[i], SIGKILL);
-			waitpid(g_pids[i], NULL, 0);
-			g_pids[i] = 0;
-		}
-}
-
 /* The exit status of a process expected to end within ms (fails otherwise). */
 static int exit_status(pid_t pid, int ms)
 {
-	int st = wait_exit(pid, ms);
+	int st = gs_e2e_wait_exit(pid, ms);
 	if (st == -1)
 		fail_msg("process %d did not exit within %d ms", (int)pid, ms);
 	assert_true(WIFEXITED(st));
@@ -265,7 +149,7 @@ static int exit_status(pid_t pid, int ms)
 
 /* ---- clients -------------------------------------------------------------- */
 
-/* A raw client over TLS trusting ca (a file name in g_dir), with the client
+/* A raw client over TLS trusting ca (a file name in the test directory), with the client
  * certificate if with_cert; ca NULL: plaintext. */
 static struct gs_rpc_client *raw_client(const char *addr, const char *ca, bool with_cert)
 {
@@ -310,7 +194,7 @@ static struct env *start_server(bool mtls)
 {
 	struct env *e = calloc(1, sizeof(*e));
 	assert_non_null(e);
-	e->port = free_port();
+	e->port = gs_e2e_free_port();
 	snprintf(e->addr, sizeof(e->addr), "127.0.0.1:%d", e->port);
 	char ctok[512], wtok[512], cert[512], key[512], ca[512];
 	snprintf(ctok, sizeof(ctok), "%s", path_of("client.token"));
@@ -330,12 +214,12 @@ static struct env *start_server(bool mtls)
 	args[n] = NULL;
 	char name[32];
 	snprintf(name, sizeof(name), "server-%d", e->port);
-	e->server = spawn(name, args);
-	uint64_t end = mono_ms() + 10000;
+	e->server = gs_e2e_spawn_clean(name, args, NULL);
+	uint64_t end = gs_e2e_mono_ms() + 10000;
 	char err[512];
 	while (lib_connect(e->addr, CLIENT_TOK, mtls, &e->c, err, sizeof(err)) != GS_OK &&
-	       mono_ms() < end)
-		sleep_ms(30);
+	       gs_e2e_mono_ms() < end)
+		gs_e2e_sleep_ms(30);
 	if (!e->c)
 		fail_msg("server did not come up: %s", err);
 	return e;
@@ -360,11 +244,11 @@ static int teardown_env(void **state)
 		gs_client_close(e->c);
 	free(e);
 	*state = NULL;
-	kill_all();
+	gs_e2e_kill_all();
 	return 0;
 }
 
-/* `gsched worker` over TLS; token_file: a file name in g_dir or NULL. */
+/* `gsched worker` over TLS; token_file: a file name in the test directory or NULL. */
 static pid_t start_worker(struct env *e, const char *name, const char *token_file, bool with_cert)
 {
 	static char tok[8][512], ca[8][512], cert[8][512], key[8][512];
@@ -388,7 +272,7 @@ static pid_t start_worker(struct env *e, const char *name, const char *token_fil
 		args[n++] = key[i];
 	}
 	args[n] = NULL;
-	return spawn(name, args);
+	return gs_e2e_spawn_clean(name, args, NULL);
 }
 
 /* The state of the worker named name (0: not listed). */
@@ -411,9 +295,9 @@ static int worker_state(struct env *e, const char *name, uint64_t *id)
 
 static uint64_t wait_worker(struct env *e, const char *name)
 {
-	uint64_t end = mono_ms() + 10000, id = 0;
-	while (worker_state(e, name, &id) != 1 && mono_ms() < end)
-		sleep_ms(20);
+	uint64_t end = gs_e2e_mono_ms() + 10000, id = 0;
+	while (worker_state(e, name, &id) != 1 && gs_e2e_mono_ms() < end)
+		gs_e2e_sleep_ms(20);
 	if (worker_state(e, name, &id) != 1)
 		fail_msg("worker %s did not register", name);
 	return id;
@@ -719,10 +603,10 @@ static void test_transport_refused(void **state)
 	struct gs_client *c = NULL;
 	char err[512];
 	struct gs_client_opts plain = {.connect_timeout_ms = 3000, .token = CLIENT_TOK};
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = gs_e2e_mono_ms();
 	assert_int_equal(gs_client_connect_err(e->addr, &plain, &c, err, sizeof(err)), GS_EUNAVAIL);
 	assert_null(c);
-	assert_true(mono_ms() - t0 < 4000);
+	assert_true(gs_e2e_mono_ms() - t0 < 4000);
 
 	struct gs_rpc_client *raw = raw_client(e->addr, NULL, false);
 	const struct method stats = {"/gsched.v1.AdminService/Stats", GS_RPC_UNARY};
@@ -745,8 +629,8 @@ static void test_transport_refused(void **state)
 	                      "--token-file",
 	                      path_of("worker.token"),
 	                      NULL};
-	spawn("w-plain", args);
-	sleep_ms(1000);
+	gs_e2e_spawn_clean("w-plain", args, NULL);
+	gs_e2e_sleep_ms(1000);
 	assert_int_equal(worker_state(e, "w-plain", NULL), 0);
 }
 
@@ -765,7 +649,7 @@ static void test_end_to_end(void **state)
 	const char *wargs[] = {"worker", "--server", e->addr,           "--slots",
 	                       "4",      "--name",   "w-env",           "--grace-ms",
 	                       "500",    "--tls-ca", path_of("ca.pem"), NULL};
-	pid_t w = spawn_env("w-env", wargs, path_of("worker.token"));
+	pid_t w = gs_e2e_spawn_clean("w-env", wargs, path_of("worker.token"));
 	uint64_t wid = wait_worker(e, "w-env");
 
 	/* Submit + Wait. */
@@ -784,15 +668,15 @@ static void test_end_to_end(void **state)
 	const char *sl[] = {"sleep", "30"};
 	struct gs_client_spec slow = {.argv = sl, .argc = 2};
 	assert_int_equal(gs_client_submit(e->c, &slow, 1, &id), GS_OK);
-	uint64_t end = mono_ms() + 10000;
+	uint64_t end = gs_e2e_mono_ms() + 10000;
 	do {
 		assert_int_equal(gs_client_get(e->c, &id, 1, false, &r), GS_OK);
 		int s = r.state;
 		gs_client_result_free(&r);
 		if (s == GS_CLIENT_RUNNING || s == GS_CLIENT_ASSIGNED)
 			break;
-		sleep_ms(20);
-	} while (mono_ms() < end);
+		gs_e2e_sleep_ms(20);
+	} while (gs_e2e_mono_ms() < end);
 	Gsched__V1__WatchRequest wr = GSCHED__V1__WATCH_REQUEST__INIT;
 	wr.n_ids = 1;
 	wr.ids = &id;
@@ -806,7 +690,7 @@ static void test_end_to_end(void **state)
 	                                    GS_RPC_SERVER_STREAM, wbuf, wlen, &md, 1, 15000, &ops,
 	                                    &rec, &ws),
 	                 GS_OK);
-	sleep_ms(100);
+	gs_e2e_sleep_ms(100);
 	int outcome = 0;
 	assert_int_equal(gs_client_cancel(e->c, &id, 1, &outcome, NULL), GS_OK);
 	assert_true(outcome == GS_CLIENT_CANCEL_CANCELLED || outcome == GS_CLIENT_CANCEL_REQUESTED);
@@ -841,12 +725,13 @@ static void test_end_to_end(void **state)
 	                     "echo",
 	                     "cli-over-tls",
 	                     NULL};
-	assert_int_equal(exit_status(spawn("cli-submit", sub), 15000), 0);
+	assert_int_equal(exit_status(gs_e2e_spawn_clean("cli-submit", sub, NULL), 15000), 0);
 	assert_true(file_has("cli-submit.log", "cli-over-tls"));
 	/* ... and refused without the token (exit 1, the code on stderr). */
 	const char *sub_bad[] = {"submit",          "--server", e->addr, "--tls-ca",
 	                         path_of("ca.pem"), "--",       "true",  NULL};
-	assert_int_equal(exit_status(spawn("cli-submit-bad", sub_bad), 15000), 1);
+	assert_int_equal(exit_status(gs_e2e_spawn_clean("cli-submit-bad", sub_bad, NULL), 15000),
+	                 1);
 	assert_true(file_has("cli-submit-bad.log", "UNAUTHENTICATED"));
 
 	/* Stats, ListWorkers, then Drain: the worker finishes and leaves (0). */
@@ -885,7 +770,7 @@ static void test_client_cert_required(void **state)
 	start_worker(e, "w-cert", "worker.token", true);
 	wait_worker(e, "w-cert");
 	start_worker(e, "w-nocert", "worker.token", false);
-	sleep_ms(1000);
+	gs_e2e_sleep_ms(1000);
 	assert_int_equal(worker_state(e, "w-nocert", NULL), 0);
 	const char *h[] = {"sh", "-c", "echo mtls"};
 	struct gs_client_spec sp = {.argv = h, .argc = 3};
@@ -902,7 +787,7 @@ static void test_bad_config(void **state)
 {
 	(void)state;
 	char addr[64];
-	snprintf(addr, sizeof(addr), "127.0.0.1:%d", free_port());
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", gs_e2e_free_port());
 	static const struct {
 		const char *name, *flag, *file, *expect;
 	} cases[] = {
@@ -928,7 +813,7 @@ static void test_bad_config(void **state)
 			args[n++] = path_of("client.key"); /* not the certificate's key */
 		}
 		args[n] = NULL;
-		int st = exit_status(spawn(cases[i].name, args), 10000);
+		int st = exit_status(gs_e2e_spawn_clean(cases[i].name, args, NULL), 10000);
 		char log[64];
 		snprintf(log, sizeof(log), "%s.log", cases[i].name);
 		/* Exit 1; a ThreadSanitizer tree may exit 66 instead when liburcu's
@@ -1014,7 +899,7 @@ static void test_token_helpers(void **state)
 static void test_no_secret_logged(void **state)
 {
 	(void)state;
-	DIR *d = opendir(g_dir);
+	DIR *d = opendir(gs_e2e_dir());
 	assert_non_null(d);
 	struct dirent *de;
 	int logs = 0;
@@ -1034,24 +919,15 @@ static void test_no_secret_logged(void **state)
 
 int main(int argc, char **argv)
 {
-	if (argc > 1)
-		g_bin = argv[1];
-	else if (getenv("GSCHED_BIN"))
-		g_bin = getenv("GSCHED_BIN");
-	snprintf(g_dir, sizeof(g_dir), "/tmp/gsched-auth-%d", (int)getpid());
-	if (mkdir(g_dir, 0700) != 0 && errno != EEXIST) {
-		perror("mkdir");
+	if (gs_e2e_init("test_auth", "auth", 0700, argc, argv) != 0)
 		return 1;
-	}
-	fprintf(stderr, "test_auth: %s; certificates and logs in %s\n", g_bin, g_dir);
-	atexit(kill_all);
-	signal(SIGPIPE, SIG_IGN);
+	fprintf(stderr, "test_auth: %s; certificates and logs in %s\n", gs_e2e_bin(), gs_e2e_dir());
 	if (system("command -v openssl >/dev/null 2>&1") != 0) {
 		fprintf(stderr, "test_auth: openssl not found (scripts/setup.sh installs it)\n");
 		return 1;
 	}
 	if (make_certs() != 0) {
-		fprintf(stderr, "test_auth: openssl failed, see %s/openssl.out\n", g_dir);
+		fprintf(stderr, "test_auth: openssl failed, see %s/openssl.out\n", gs_e2e_dir());
 		return 1;
 	}
 	/* Token files: 0600, with a trailing newline as editors write them. */
@@ -1080,13 +956,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_teardown(test_bad_config, teardown_env),
 	    cmocka_unit_test(test_no_secret_logged),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	kill_all();
-	if (!failed) {
-		char cmd[300];
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", g_dir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "test_auth: could not remove %s\n", g_dir);
-	}
-	return failed ? 1 : 0;
+	return gs_e2e_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -39,13 +39,8 @@
 
 #include <cmocka.h>
 
+#include "e2e_util.h"
 #include "gsched_client.h"
-
-#define MAX_PROCS 8
-
-static const char *g_bin = GSCHED_BIN;
-static char g_logdir[256];
-static pid_t g_pids[MAX_PROCS];
 
 struct env {
 	char addr[64];
@@ -55,110 +50,10 @@ struct env {
 	struct gs_client *c;
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static void track(pid_t pid)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (!g_pids[i]) {
-			g_pids[i] = pid;
-			return;
-		}
-	kill(pid, SIGKILL);
-	fail_msg("too many processes");
-}
-
-static void untrack(pid_t pid)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] == pid)
-			g_pids[i] = 0;
-}
-
-static pid_t spawn(const char *name, const char *const *args)
-{
-	char log[512];
-	snprintf(log, sizeof(log), "%s/%s.log", g_logdir, name);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 2);
-			dup2(fd, 1);
-			close(fd);
-		}
-		char *argv[32];
-		int n = 0;
-		argv[n++] = (char *)g_bin;
-		for (; args[n - 1] && n < 31; n++)
-			argv[n] = (char *)args[n - 1];
-		argv[n] = NULL;
-		execv(g_bin, argv);
-		_exit(127);
-	}
-	track(pid);
-	return pid;
-}
-
-static int wait_exit(pid_t pid, int ms)
-{
-	uint64_t end = mono_ms() + (uint64_t)ms;
-	int st;
-	do {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid) {
-			untrack(pid);
-			return st;
-		}
-		if (r < 0)
-			return -1;
-		sleep_ms(10);
-	} while (mono_ms() < end);
-	return -1;
-}
-
-static void kill_all(void)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] > 0)
-			kill(g_pids[i], SIGTERM);
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] > 0 && wait_exit(g_pids[i], 3000) == -1 && g_pids[i] > 0) {
-			kill(g_pids[i], SIGKILL);
-			waitpid(g_pids[i], NULL, 0);
-			g_pids[i] = 0;
-		}
-}
-
 static void hard_kill(pid_t pid)
 {
 	kill(pid, SIGKILL);
-	assert_true(wait_exit(pid, 5000) != -1);
+	assert_true(gs_e2e_wait_exit(pid, 5000) != -1);
 }
 
 /* Starts the server on e->addr and e->dir and connects e->c. */
@@ -173,14 +68,10 @@ static void start_server(struct env *e)
 	                      "100",    "--worker-timeout-ms",
 	                      "1000",   "--result-ttl-ms",
 	                      "600000", NULL};
-	e->server = spawn(name, args);
+	e->server = gs_e2e_spawn(name, args);
 	if (e->c)
 		gs_client_close(e->c);
-	e->c = NULL;
-	uint64_t end = mono_ms() + 15000;
-	struct gs_client_opts o = {.connect_timeout_ms = 1000};
-	while (gs_client_connect(e->addr, &o, &e->c) != GS_OK && mono_ms() < end)
-		sleep_ms(20);
+	e->c = gs_e2e_connect(e->addr, 15000);
 	assert_non_null(e->c);
 }
 
@@ -188,7 +79,7 @@ static pid_t start_worker(struct env *e, const char *name)
 {
 	const char *args[] = {"worker", "--server", e->addr,      "--slots", "8",
 	                      "--name", name,       "--grace-ms", "300",     NULL};
-	return spawn(name, args);
+	return gs_e2e_spawn(name, args);
 }
 
 static int setup(void **state)
@@ -196,8 +87,8 @@ static int setup(void **state)
 	static int n;
 	struct env *e = calloc(1, sizeof(*e));
 	assert_non_null(e);
-	snprintf(e->addr, sizeof(e->addr), "127.0.0.1:%d", free_port());
-	snprintf(e->dir, sizeof(e->dir), "%s/data-%d", g_logdir, ++n);
+	snprintf(e->addr, sizeof(e->addr), "127.0.0.1:%d", gs_e2e_free_port());
+	snprintf(e->dir, sizeof(e->dir), "%s/data-%d", gs_e2e_dir(), ++n);
 	*state = e;
 	return 0;
 }
@@ -209,7 +100,7 @@ static int teardown(void **state)
 		gs_client_close(e->c);
 	free(e);
 	*state = NULL;
-	kill_all();
+	gs_e2e_kill_all();
 	return 0;
 }
 
@@ -309,12 +200,12 @@ static void test_restart(void **state)
 	uint64_t early[5];
 	pid_t w = start_worker(e, "w1");
 	submit_echo(e, "early", 5, early);
-	uint64_t end = mono_ms() + 10000;
-	while (count_state(e, early, 5, GS_CLIENT_DONE) < 5 && mono_ms() < end)
-		sleep_ms(20);
+	uint64_t end = gs_e2e_mono_ms() + 10000;
+	while (count_state(e, early, 5, GS_CLIENT_DONE) < 5 && gs_e2e_mono_ms() < end)
+		gs_e2e_sleep_ms(20);
 	assert_int_equal(count_state(e, early, 5, GS_CLIENT_DONE), 5);
 	hard_kill(w);
-	sleep_ms(1500); /* declared dead: nothing more goes to it */
+	gs_e2e_sleep_ms(1500); /* declared dead: nothing more goes to it */
 
 	static uint64_t ids[N_QUEUED];
 	submit_echo(e, "task", N_QUEUED, ids);
@@ -323,7 +214,7 @@ static void test_restart(void **state)
 
 	start_server(e); /* anonymous segment: everything comes from the log */
 	char log[512];
-	snprintf(log, sizeof(log), "%s/server-2.log", g_logdir);
+	snprintf(log, sizeof(log), "%s/server-2.log", gs_e2e_dir());
 	assert_true(file_has(log, "replayed"));
 	assert_int_equal(count_state(e, ids, N_QUEUED, GS_CLIENT_QUEUED), N_QUEUED);
 	/* Results from before the crash, for Wait. */
@@ -380,7 +271,7 @@ static void test_torn_tail(void **state)
 
 	start_server(e);
 	char log[512];
-	snprintf(log, sizeof(log), "%s/server-2.log", g_logdir);
+	snprintf(log, sizeof(log), "%s/server-2.log", gs_e2e_dir());
 	assert_true(file_has(log, "warning"));
 	assert_int_equal(count_state(e, ids, 500, GS_CLIENT_QUEUED), 500);
 	start_worker(e, "w");
@@ -433,20 +324,20 @@ static void test_kill_during_stream(void **state)
 	for (uint64_t seq = 0; seq < N_STREAM; seq++) {
 		int rc;
 		while ((rc = gs_client_stream_submit(st, &sp, seq)) == GS_EFULL)
-			sleep_ms(1);
+			gs_e2e_sleep_ms(1);
 		if (rc != GS_OK)
 			break;
 		sent++;
 		/* A window of 2000 unacknowledged submissions until the kill. */
 		size_t acked;
-		uint64_t until = mono_ms() + 10000;
+		uint64_t until = gs_e2e_mono_ms() + 10000;
 		for (;;) {
 			pthread_mutex_lock(&a.mu);
 			acked = a.n;
 			pthread_mutex_unlock(&a.mu);
-			if (killed_at || sent - acked < 2000 || mono_ms() > until)
+			if (killed_at || sent - acked < 2000 || gs_e2e_mono_ms() > until)
 				break;
-			sleep_ms(1);
+			gs_e2e_sleep_ms(1);
 		}
 		if (!killed_at && acked >= 3000) {
 			kill(e->server, SIGKILL); /* acks still in flight */
@@ -458,7 +349,7 @@ static void test_kill_during_stream(void **state)
 	if (!killed_at)
 		fail_msg("no kill: %zu sent, %zu acked, %zu rejected: %s", sent, a.n, a.rejected,
 		         gs_client_stream_error(st));
-	assert_true(wait_exit(e->server, 5000) != -1);
+	assert_true(gs_e2e_wait_exit(e->server, 5000) != -1);
 	gs_client_stream_destroy(st);
 	size_t n_acked = a.n;
 	fprintf(stderr, "stream: %zu sent, %zu acked before the kill took effect\n", sent, n_acked);
@@ -476,30 +367,13 @@ static void test_kill_during_stream(void **state)
 
 int main(int argc, char **argv)
 {
-	if (argc > 1)
-		g_bin = argv[1];
-	else if (getenv("GSCHED_BIN"))
-		g_bin = getenv("GSCHED_BIN");
-	snprintf(g_logdir, sizeof(g_logdir), "/tmp/gsched-dur-%d", (int)getpid());
-	if (mkdir(g_logdir, 0755) != 0 && errno != EEXIST) {
-		perror("mkdir");
+	if (gs_e2e_init("test_durability", "dur", 0755, argc, argv) != 0)
 		return 1;
-	}
-	fprintf(stderr, "test_durability: %s; logs and data in %s\n", g_bin, g_logdir);
-	atexit(kill_all);
-	signal(SIGPIPE, SIG_IGN);
+	fprintf(stderr, "test_durability: %s; logs and data in %s\n", gs_e2e_bin(), gs_e2e_dir());
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_restart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_torn_tail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kill_during_stream, setup, teardown),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	kill_all();
-	if (!failed) {
-		char cmd[300];
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", g_logdir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "test_durability: could not remove %s\n", g_logdir);
-	}
-	return failed ? 1 : 0;
+	return gs_e2e_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }

@@ -34,16 +34,10 @@
 
 #include <cmocka.h>
 
+#include "e2e_util.h"
 #include "gsched_client.h"
 #include "gsched.pb-c.h"
 #include "rpc_client.h"
-
-#define MAX_PROCS 16
-
-/* Test-process state: the children to kill whatever happens. */
-static const char *g_bin = GSCHED_BIN;
-static char g_logdir[256];
-static pid_t g_pids[MAX_PROCS];
 
 struct env {
 	int port;
@@ -52,113 +46,11 @@ struct env {
 	struct gs_client *c;
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 static uint64_t wall_us(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof(a);
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
-static void track(pid_t pid)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (!g_pids[i]) {
-			g_pids[i] = pid;
-			return;
-		}
-	kill(pid, SIGKILL);
-	fail_msg("too many processes");
-}
-
-static void untrack(pid_t pid)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] == pid)
-			g_pids[i] = 0;
-}
-
-/* Starts `gsched ARGS...` with stderr to LOGDIR/name.log. */
-static pid_t spawn(const char *name, const char *const *args)
-{
-	char log[512];
-	snprintf(log, sizeof(log), "%s/%s.log", g_logdir, name);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-		if (fd >= 0) {
-			dup2(fd, 2);
-			dup2(fd, 1);
-			close(fd);
-		}
-		char *argv[32];
-		int n = 0;
-		argv[n++] = (char *)g_bin;
-		for (; args[n - 1] && n < 31; n++)
-			argv[n] = (char *)args[n - 1];
-		argv[n] = NULL;
-		execv(g_bin, argv);
-		_exit(127);
-	}
-	track(pid);
-	return pid;
-}
-
-/* Waits up to ms for pid to exit; returns its wait status or -1. */
-static int wait_exit(pid_t pid, int ms)
-{
-	uint64_t end = mono_ms() + (uint64_t)ms;
-	int st;
-	do {
-		pid_t r = waitpid(pid, &st, WNOHANG);
-		if (r == pid) {
-			untrack(pid);
-			return st;
-		}
-		if (r < 0)
-			return -1;
-		sleep_ms(10);
-	} while (mono_ms() < end);
-	return -1;
-}
-
-static void kill_all(void)
-{
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] > 0)
-			kill(g_pids[i], SIGTERM);
-	for (int i = 0; i < MAX_PROCS; i++)
-		if (g_pids[i] > 0 && wait_exit(g_pids[i], 3000) == -1 && g_pids[i] > 0) {
-			kill(g_pids[i], SIGKILL);
-			waitpid(g_pids[i], NULL, 0);
-			g_pids[i] = 0;
-		}
 }
 
 static pid_t start_worker(struct env *e, const char *name, int slots)
@@ -167,7 +59,7 @@ static pid_t start_worker(struct env *e, const char *name, int slots)
 	snprintf(s, sizeof(s), "%d", slots);
 	const char *args[] = {"worker", "--server", e->addr,      "--slots", s,
 	                      "--name", name,       "--grace-ms", "500",     NULL};
-	return spawn(name, args);
+	return gs_e2e_spawn(name, args);
 }
 
 static size_t n_workers(struct env *e)
@@ -197,9 +89,9 @@ static uint64_t worker_id(struct env *e, const char *name)
 
 static void wait_workers(struct env *e, size_t want)
 {
-	uint64_t end = mono_ms() + 10000;
-	while (n_workers(e) < want && mono_ms() < end)
-		sleep_ms(20);
+	uint64_t end = gs_e2e_mono_ms() + 10000;
+	while (n_workers(e) < want && gs_e2e_mono_ms() < end)
+		gs_e2e_sleep_ms(20);
 	assert_int_equal(n_workers(e), want);
 }
 
@@ -207,7 +99,7 @@ static struct env *start_env(void)
 {
 	struct env *e = calloc(1, sizeof(*e));
 	assert_non_null(e);
-	e->port = free_port();
+	e->port = gs_e2e_free_port();
 	snprintf(e->addr, sizeof(e->addr), "127.0.0.1:%d", e->port);
 	const char *args[] = {"server", "--listen",
 	                      e->addr,  "--heartbeat-ms",
@@ -216,11 +108,8 @@ static struct env *start_env(void)
 	                      "3000",   NULL};
 	char name[32];
 	snprintf(name, sizeof(name), "server-%d", e->port);
-	e->server = spawn(name, args);
-	uint64_t end = mono_ms() + 10000;
-	struct gs_client_opts o = {.connect_timeout_ms = 1000};
-	while (gs_client_connect(e->addr, &o, &e->c) != GS_OK && mono_ms() < end)
-		sleep_ms(20);
+	e->server = gs_e2e_spawn(name, args);
+	e->c = gs_e2e_connect(e->addr, 10000);
 	assert_non_null(e->c);
 	return e;
 }
@@ -232,7 +121,7 @@ static int teardown_env(void **state)
 		gs_client_close(e->c);
 	free(e);
 	*state = NULL;
-	kill_all();
+	gs_e2e_kill_all();
 	return 0;
 }
 
@@ -267,7 +156,7 @@ static void get1(struct env *e, uint64_t id, struct gs_client_result *r)
 /* Waits (bounded) until the task is ASSIGNED or RUNNING; returns its worker. */
 static uint64_t wait_on_worker(struct env *e, uint64_t id)
 {
-	uint64_t end = mono_ms() + 5000;
+	uint64_t end = gs_e2e_mono_ms() + 5000;
 	for (;;) {
 		struct gs_client_result r;
 		get1(e, id, &r);
@@ -276,16 +165,16 @@ static uint64_t wait_on_worker(struct env *e, uint64_t id)
 		gs_client_result_free(&r);
 		if (st == GS_CLIENT_ASSIGNED || st == GS_CLIENT_RUNNING)
 			return w;
-		if (mono_ms() > end)
+		if (gs_e2e_mono_ms() > end)
 			fail_msg("task %016" PRIx64 " not on a worker (state %s)", id,
 			         gs_client_state_name(st));
-		sleep_ms(10);
+		gs_e2e_sleep_ms(10);
 	}
 }
 
 static void wait_running(struct env *e, uint64_t id)
 {
-	uint64_t end = mono_ms() + 5000;
+	uint64_t end = gs_e2e_mono_ms() + 5000;
 	for (;;) {
 		struct gs_client_result r;
 		get1(e, id, &r);
@@ -293,10 +182,10 @@ static void wait_running(struct env *e, uint64_t id)
 		gs_client_result_free(&r);
 		if (st == GS_CLIENT_RUNNING)
 			return;
-		if (mono_ms() > end)
+		if (gs_e2e_mono_ms() > end)
 			fail_msg("task %016" PRIx64 " not running (%s)", id,
 			         gs_client_state_name(st));
-		sleep_ms(10);
+		gs_e2e_sleep_ms(10);
 	}
 }
 
@@ -362,9 +251,10 @@ static void test_bulk(void **state)
 		memcpy(p + 8, MAGIC, 8);
 		struct gs_client_spec sp = {.handler = "echo", .payload = p, .payload_len = 16};
 		int rc;
-		uint64_t end = mono_ms() + 10000;
-		while ((rc = gs_client_stream_submit(s, &sp, i)) == GS_EFULL && mono_ms() < end)
-			sleep_ms(1);
+		uint64_t end = gs_e2e_mono_ms() + 10000;
+		while ((rc = gs_client_stream_submit(s, &sp, i)) == GS_EFULL &&
+		       gs_e2e_mono_ms() < end)
+			gs_e2e_sleep_ms(1);
 		assert_int_equal(rc, GS_OK);
 	}
 	/* Meanwhile, argv tasks by unary Submit. */
@@ -524,13 +414,13 @@ static void test_worker_killed(void **state)
 	start_worker(e, "rescuer", 4);
 	wait_workers(e, 2);
 	uint64_t rid = worker_id(e, "rescuer");
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = gs_e2e_mono_ms();
 	assert_int_equal(kill(victim, SIGKILL), 0);
-	assert_true(wait_exit(victim, 2000) != -1);
+	assert_true(gs_e2e_wait_exit(victim, 2000) != -1);
 	struct gs_client_result r[4];
 	/* Worker timeout 1 s + a 1 s task, with margin. */
 	assert_int_equal(gs_client_wait(e->c, ids, 4, 6000, r), GS_OK);
-	uint64_t took = mono_ms() - t0;
+	uint64_t took = gs_e2e_mono_ms() - t0;
 	/* Rerun elsewhere: on the rescuer (or, on a machine so slow that the
 	 * rescuer itself missed its heartbeats, on its next registration). */
 	(void)rid;
@@ -565,7 +455,7 @@ static void test_cancel(void **state)
 	assert_int_equal(q.state, GS_CLIENT_QUEUED);
 	gs_client_result_free(&q);
 	int out[2], st[2];
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = gs_e2e_mono_ms();
 	assert_int_equal(gs_client_cancel(e->c, ids, 2, out, st), GS_OK);
 	assert_int_equal(out[0], GS_CLIENT_CANCEL_REQUESTED);
 	assert_int_equal(out[1], GS_CLIENT_CANCEL_CANCELLED);
@@ -574,7 +464,7 @@ static void test_cancel(void **state)
 	assert_int_equal(gs_client_wait(e->c, ids, 2, 5000, r), GS_OK);
 	assert_int_equal(r[0].state, GS_CLIENT_CANCELLED);
 	assert_int_equal(r[1].state, GS_CLIENT_CANCELLED);
-	assert_true(mono_ms() - t0 < 5000);
+	assert_true(gs_e2e_mono_ms() - t0 < 5000);
 	gs_client_results_free(r, 2);
 	/* The slot is free again: a new task runs at once. */
 	uint64_t id = submit1(e, &queued);
@@ -806,12 +696,12 @@ static void test_stale_reports(void **state)
 	struct fakew a = {.mu = PTHREAD_MUTEX_INITIALIZER}, b = {.mu = PTHREAD_MUTEX_INITIALIZER},
 	             c = {.mu = PTHREAD_MUTEX_INITIALIZER};
 	struct gs_rpc_stream *sa = fw_open(raw, &a, "stale");
-	struct gs_client_spec spec = {.queue = "stale", .handler = "echo", .payload = "x",
-	                              .payload_len = 1, .retries = 3};
+	struct gs_client_spec spec = {
+	    .queue = "stale", .handler = "echo", .payload = "x", .payload_len = 1, .retries = 3};
 	uint64_t id = submit1(e, &spec);
-	uint64_t end = mono_ms() + 5000;
-	while (fw_assignments(&a) < 1 && mono_ms() < end)
-		sleep_ms(5);
+	uint64_t end = gs_e2e_mono_ms() + 5000;
+	while (fw_assignments(&a) < 1 && gs_e2e_mono_ms() < end)
+		gs_e2e_sleep_ms(5);
 	assert_int_equal(fw_assignments(&a), 1);
 	assert_int_equal(a.task, id);
 	assert_int_equal(a.attempt, 1);
@@ -819,9 +709,9 @@ static void test_stale_reports(void **state)
 	/* A is lost (its stream ends); B gets attempt 2. */
 	gs_rpc_stream_destroy(sa);
 	struct gs_rpc_stream *sb = fw_open(raw, &b, "stale");
-	end = mono_ms() + 5000;
-	while (fw_assignments(&b) < 1 && mono_ms() < end)
-		sleep_ms(5);
+	end = gs_e2e_mono_ms() + 5000;
+	while (fw_assignments(&b) < 1 && gs_e2e_mono_ms() < end)
+		gs_e2e_sleep_ms(5);
 	assert_int_equal(fw_assignments(&b), 1);
 	assert_int_equal(b.task, id);
 	assert_int_equal(b.attempt, 2);
@@ -831,7 +721,7 @@ static void test_stale_reports(void **state)
 	struct gs_rpc_stream *sc = fw_open(raw, &c, "stale");
 	fw_result(sc, id, 1, "late");
 	fw_result(sc, id, 2, "foreign");
-	sleep_ms(300);
+	gs_e2e_sleep_ms(300);
 	struct gs_client_result r;
 	get1(e, id, &r);
 	assert_true(r.state == GS_CLIENT_ASSIGNED || r.state == GS_CLIENT_RUNNING);
@@ -855,14 +745,14 @@ static void test_stale_reports(void **state)
 static void test_unreachable(void **state)
 {
 	(void)state;
-	int port = free_port();
+	int port = gs_e2e_free_port();
 	char addr[64], err[256];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
 	struct gs_client *c = NULL;
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = gs_e2e_mono_ms();
 	assert_int_equal(gs_client_connect_err(addr, NULL, &c, err, sizeof(err)), GS_EUNAVAIL);
 	assert_null(c);
-	assert_true(mono_ms() - t0 < 3000);
+	assert_true(gs_e2e_mono_ms() - t0 < 3000);
 	assert_non_null(strstr(err, "UNAVAILABLE"));
 	assert_null(strchr(err, '\n'));
 }
@@ -877,34 +767,25 @@ static void test_sigterm(void **state)
 	struct gs_client_spec sp = argv_spec(sl, 2);
 	uint64_t id = submit1(e, &sp);
 	wait_on_worker(e, id);
-	uint64_t t0 = mono_ms();
+	uint64_t t0 = gs_e2e_mono_ms();
 	assert_int_equal(kill(e->server, SIGTERM), 0);
-	int st = wait_exit(e->server, 3000 + 3000);
+	int st = gs_e2e_wait_exit(e->server, 3000 + 3000);
 	assert_true(st != -1);
 	assert_true(WIFEXITED(st));
 	assert_int_equal(WEXITSTATUS(st), 0);
-	assert_true(mono_ms() - t0 < 6000);
+	assert_true(gs_e2e_mono_ms() - t0 < 6000);
 	/* Now unreachable: a call fails fast with UNAVAILABLE. */
 	struct gs_client_result r;
-	t0 = mono_ms();
+	t0 = gs_e2e_mono_ms();
 	assert_int_equal(gs_client_get(e->c, &id, 1, false, &r), GS_EUNAVAIL);
-	assert_true(mono_ms() - t0 < 3000);
+	assert_true(gs_e2e_mono_ms() - t0 < 3000);
 }
 
 int main(int argc, char **argv)
 {
-	if (argc > 1)
-		g_bin = argv[1];
-	else if (getenv("GSCHED_BIN"))
-		g_bin = getenv("GSCHED_BIN");
-	snprintf(g_logdir, sizeof(g_logdir), "/tmp/gsched-e2e-%d", (int)getpid());
-	if (mkdir(g_logdir, 0755) != 0 && errno != EEXIST) {
-		perror("mkdir");
+	if (gs_e2e_init("test_e2e", "e2e", 0755, argc, argv) != 0)
 		return 1;
-	}
-	fprintf(stderr, "test_e2e: %s; process logs in %s\n", g_bin, g_logdir);
-	atexit(kill_all);
-	signal(SIGPIPE, SIG_IGN);
+	fprintf(stderr, "test_e2e: %s; process logs in %s\n", gs_e2e_bin(), gs_e2e_dir());
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_unreachable),
 	    cmocka_unit_test_setup_teardown(test_bad_input, setup_env, teardown_env),
@@ -917,13 +798,5 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_timeout_and_delay, setup_env, teardown_env),
 	    cmocka_unit_test_setup_teardown(test_sigterm, setup_env, teardown_env),
 	};
-	int failed = cmocka_run_group_tests(tests, NULL, NULL);
-	kill_all();
-	if (!failed) {
-		char cmd[300];
-		snprintf(cmd, sizeof(cmd), "rm -rf %s", g_logdir);
-		if (system(cmd) != 0)
-			fprintf(stderr, "test_e2e: could not remove %s\n", g_logdir);
-	}
-	return failed ? 1 : 0;
+	return gs_e2e_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }
