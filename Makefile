@@ -5,7 +5,7 @@ JOBS   ?= 2
 CMAKE  ?= cmake
 BUILD  := build
 
-.PHONY: all setup build build-sanitize run test bench-engine bench format clean
+.PHONY: all setup build build-sanitize build-fuzz run test bench-engine bench format clean fuzz
 
 all: build
 
@@ -24,6 +24,19 @@ build-sanitize: setup
 	@$(CMAKE) -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGS_SANITIZE=thread \
 		-DGS_BUILD_BENCH=OFF >/dev/null
 	@$(CMAKE) --build $(BUILD)-tsan -j $(JOBS)
+	@$(MAKE) --no-print-directory build-fuzz
+
+# The libFuzzer tree (clang; tests/fuzz, docs/FUZZING.md): only the fuzz targets
+# are built; the main tree's ctest runs their short runs (test fuzz-short).
+build-fuzz: setup
+	@CC=clang CXX=clang++ $(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DGS_SANITIZE=address -DGS_FUZZ=ON -DGS_BUILD_BENCH=OFF >/dev/null
+	@$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target gs_fuzz_all
+
+# Every fuzz target for FUZZ_SECONDS, two at a time (docs/FUZZING.md).
+FUZZ_SECONDS ?= 600
+fuzz: build-fuzz
+	@tests/fuzz/run_fuzz.sh $(BUILD)-fuzz $(FUZZ_SECONDS) 2
 
 run: build
 	@$(BUILD)/gsched local --demo
@@ -35,8 +48,17 @@ bench-engine: build
 	@$(BUILD)/bench/bench_engine --benchmark_repetitions=5 \
 		--benchmark_report_aggregates_only=true
 
+# Engine micro-benchmarks, then gsched against beanstalkd and gearmand (3 runs
+# each, medians), one side-by-side table, plots in docs/img/, and the
+# "End-to-end" section of docs/BENCHMARKS.md regenerated (bench/run_all.sh).
+# The benchmarks and the node must be on in $(BUILD) whatever its cache says.
+bench: build
+	@$(CMAKE) -S . -B $(BUILD) -DGS_BUILD_BENCH=ON -DGS_BUILD_NODE=ON >/dev/null
+	@$(CMAKE) --build $(BUILD) -j $(JOBS)
+	@BUILD=$(BUILD) bench/run_all.sh
+
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h' '*.cc')
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz
