@@ -26,9 +26,9 @@
 
 #include "engine_ops.h"
 
-#define BATCH    128
-#define MAXB     400000
-#define GAP_NS   500u
+#define BATCH  128
+#define MAXB   400000
+#define GAP_NS 500u
 
 struct run {
 	int (*pair)(void *, uint64_t);

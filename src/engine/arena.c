@@ -63,8 +63,8 @@ static void push(gs_arena *a, uint32_t c, uint32_t ref)
 		atomic_store_explicit(link_of(a, ref), REF_OF(h), memory_order_relaxed);
 		/* release: the link is visible to the popper that acquires it. */
 		if (atomic_compare_exchange_weak_explicit(head, &h, TAG(REF_CNT(h) + 1, ref),
-							  memory_order_release,
-							  memory_order_relaxed))
+		                                          memory_order_release,
+		                                          memory_order_relaxed))
 			return;
 	}
 }
@@ -81,8 +81,8 @@ static uint32_t pop(gs_arena *a, uint32_t c)
 		 * count then fails the CAS. */
 		uint32_t next = atomic_load_explicit(link_of(a, ref), memory_order_relaxed);
 		if (atomic_compare_exchange_weak_explicit(head, &h, TAG(REF_CNT(h) + 1, next),
-							  memory_order_acquire,
-							  memory_order_acquire))
+		                                          memory_order_acquire,
+		                                          memory_order_acquire))
 			return ref;
 	}
 }
@@ -103,8 +103,8 @@ int gs_arena_alloc(gs_arena *a, uint32_t len, uint32_t *ref)
 	uint32_t c = class_of(len);
 	uint32_t r = pop(a, c);
 	if (r == 0) {
-		uint32_t page = atomic_fetch_add_explicit(&a->hdr->next_page, 1,
-							  memory_order_relaxed);
+		uint32_t page =
+		    atomic_fetch_add_explicit(&a->hdr->next_page, 1, memory_order_relaxed);
 		if (page >= a->n_pages) {
 			atomic_store_explicit(&a->hdr->next_page, a->n_pages, memory_order_relaxed);
 			/* Another thread may have carved a page for this class. */
@@ -113,13 +113,13 @@ int gs_arena_alloc(gs_arena *a, uint32_t len, uint32_t *ref)
 				return GS_EFULL;
 		} else {
 			atomic_store_explicit(&a->page_class[page], (uint8_t)(c + 1),
-					      memory_order_release);
+			                      memory_order_release);
 			carve(a, page, c, 1);
 			r = (uint32_t)((uint64_t)page * a->page_size / GS_ARENA_MIN_BLOCK) + 1;
 		}
 	}
 	atomic_fetch_add_explicit(&a->hdr->bytes_in_use, GS_ARENA_MIN_BLOCK << c,
-				  memory_order_relaxed);
+	                          memory_order_relaxed);
 	*ref = r;
 	return GS_OK;
 }
@@ -130,7 +130,7 @@ void gs_arena_free(gs_arena *a, uint32_t ref, uint32_t len)
 		return;
 	uint32_t c = class_of(len);
 	atomic_fetch_sub_explicit(&a->hdr->bytes_in_use, GS_ARENA_MIN_BLOCK << c,
-				  memory_order_relaxed);
+	                          memory_order_relaxed);
 	push(a, c, ref);
 }
 

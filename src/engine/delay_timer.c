@@ -62,7 +62,7 @@ static struct gs_delay_entry pop(gs_delay_timer *t)
 }
 
 int gs_delay_timer_poll(gs_delay_timer *t, gs_engine *e, uint64_t now_us, uint64_t *next_due_us,
-			size_t *released)
+                        size_t *released)
 {
 	uint64_t ids[256];
 	size_t n;

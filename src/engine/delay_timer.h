@@ -33,6 +33,6 @@ void gs_delay_timer_free(gs_delay_timer *t);
  * remaining due time (0: none).
  */
 int gs_delay_timer_poll(gs_delay_timer *t, gs_engine *e, uint64_t now_us, uint64_t *next_due_us,
-			size_t *released);
+                        size_t *released);
 
 #endif /* GS_DELAY_TIMER_H */

@@ -11,13 +11,13 @@
 #include "worker_heap.h"
 
 struct gs_engine {
-	gs_seg seg;        /* the mapping; owned */
-	gs_task_table tt;  /* views into the segment */
+	gs_seg seg;       /* the mapping; owned */
+	gs_task_table tt; /* views into the segment */
 	gs_task_heap th;
 	gs_arena arena;
 	gs_worker_pool wp;
 	gs_worker_heap wh;
-	gs_geom geom;      /* copy of the segment's geometry */
+	gs_geom geom; /* copy of the segment's geometry */
 };
 
 #endif /* GS_ENGINE_IMPL_H */

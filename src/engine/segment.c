@@ -127,8 +127,8 @@ int gs_seg_create(const char *name, const gs_geom *geom, bool replace, gs_seg *o
 		snprintf(out->name, sizeof(out->name), "%s", name);
 		out->named = true;
 	} else {
-		base = mmap(NULL, L.total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
-			    0);
+		base =
+		    mmap(NULL, L.total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 		if (base == MAP_FAILED)
 			return GS_EIO;
 	}

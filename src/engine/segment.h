@@ -27,11 +27,11 @@
 #define GS_SEG_MAGIC   0x3130444548435347ULL /* "GSCHED01" little-endian */
 #define GS_SEG_VERSION 5u
 
-#define GS_MAX_QUEUES     64u  /* named queues per segment */
-#define GS_PRIORITIES     256u /* priority levels per queue, 255 runs first */
-#define GS_MAX_WORKERS    ((1u << 20) - 2u) /* worker index must fit 20 bits */
-#define GS_MAX_TASKS      (1u << 30)
-#define GS_CACHELINE      64u
+#define GS_MAX_QUEUES  64u               /* named queues per segment */
+#define GS_PRIORITIES  256u              /* priority levels per queue, 255 runs first */
+#define GS_MAX_WORKERS ((1u << 20) - 2u) /* worker index must fit 20 bits */
+#define GS_MAX_TASKS   (1u << 30)
+#define GS_CACHELINE   64u
 
 /* The sizes a segment is built for; all fixed at creation. */
 typedef struct gs_geom {

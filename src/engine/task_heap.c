@@ -10,16 +10,16 @@
 _Static_assert(sizeof(struct gs_qnode) == 16, "a queue node is 16 bytes");
 _Static_assert(sizeof(struct gs_level) == GS_CACHELINE, "a level is one line");
 _Static_assert(GS_LEVEL_NODES * sizeof(struct gs_qnode) == GS_CACHELINE,
-	       "a level's own nodes fill one line");
+               "a level's own nodes fill one line");
 _Static_assert(sizeof(struct gs_queue_info) == 3 * GS_CACHELINE, "queue info is three lines");
 
 /* Counted references: count << 32 | (index + 1); index + 1 == 0 is nil. */
-#define REF_NIL          0u
-#define REF_IX1(r)       ((uint32_t)(r))
-#define REF_CNT(r)       ((uint32_t)((r) >> 32))
+#define REF_NIL            0u
+#define REF_IX1(r)         ((uint32_t)(r))
+#define REF_CNT(r)         ((uint32_t)((r) >> 32))
 #define REF_MAKE(cnt, ix1) (((uint64_t)(cnt) << 32) | (uint32_t)(ix1))
 
-#define LEVELS (GS_MAX_QUEUES * GS_PRIORITIES)
+#define LEVELS         (GS_MAX_QUEUES * GS_PRIORITIES)
 #define NODES_PER_LINE (GS_CACHELINE / sizeof(struct gs_qnode))
 
 /* Pool nodes for max_tasks slots: whole lines, so the levels' own nodes
@@ -78,7 +78,7 @@ uint64_t gs_task_heap_nodes_bytes(const gs_geom *g)
 {
 	return sizeof(struct gs_task_heap_hdr) +
 	       ((uint64_t)pool_nodes(g->max_tasks) + (uint64_t)LEVELS * GS_LEVEL_NODES) *
-		       sizeof(struct gs_qnode);
+	           sizeof(struct gs_qnode);
 }
 
 uint64_t gs_task_heap_levels_bytes(const gs_geom *g)
@@ -106,10 +106,9 @@ static uint32_t pool_pop(gs_task_heap *h)
 		/* Possibly stale if the node was popped and pushed meanwhile;
 		 * the count makes the CAS fail in that case. */
 		uint64_t next = atomic_load_explicit(&node_at(h, ix1)->task, memory_order_relaxed);
-		if (atomic_compare_exchange_weak_explicit(&h->hdr->node_free, &head,
-							  REF_MAKE(REF_CNT(head) + 1, next),
-							  memory_order_acquire,
-							  memory_order_acquire))
+		if (atomic_compare_exchange_weak_explicit(
+		        &h->hdr->node_free, &head, REF_MAKE(REF_CNT(head) + 1, next),
+		        memory_order_acquire, memory_order_acquire))
 			return ix1;
 		backoff(&b);
 	}
@@ -122,10 +121,9 @@ static void pool_push(gs_task_heap *h, uint32_t ix1)
 	for (;;) {
 		atomic_store_explicit(&node_at(h, ix1)->task, REF_IX1(head), memory_order_relaxed);
 		/* release: the link store above is visible to whoever pops it. */
-		if (atomic_compare_exchange_weak_explicit(&h->hdr->node_free, &head,
-							  REF_MAKE(REF_CNT(head) + 1, ix1),
-							  memory_order_release,
-							  memory_order_relaxed))
+		if (atomic_compare_exchange_weak_explicit(
+		        &h->hdr->node_free, &head, REF_MAKE(REF_CNT(head) + 1, ix1),
+		        memory_order_release, memory_order_relaxed))
 			return;
 		backoff(&b);
 	}
@@ -155,11 +153,11 @@ static uint32_t reclaim_take(gs_task_heap *h, struct gs_level *lv)
 		uint64_t hd = atomic_load_explicit(&lv->head, memory_order_acquire);
 		if (REF_IX1(r) == REF_IX1(hd))
 			return REF_NIL;
-		uint64_t nx = atomic_load_explicit(&node_at(h, REF_IX1(r))->next,
-						   memory_order_relaxed);
-		if (atomic_compare_exchange_weak_explicit(&lv->reclaim, &r,
-							  REF_MAKE(REF_CNT(r) + 1, REF_IX1(nx)),
-							  memory_order_acquire, memory_order_acquire))
+		uint64_t nx =
+		    atomic_load_explicit(&node_at(h, REF_IX1(r))->next, memory_order_relaxed);
+		if (atomic_compare_exchange_weak_explicit(
+		        &lv->reclaim, &r, REF_MAKE(REF_CNT(r) + 1, REF_IX1(nx)),
+		        memory_order_acquire, memory_order_acquire))
 			return REF_IX1(r);
 		backoff(&b);
 	}
@@ -194,8 +192,8 @@ static uint32_t reclaim_drain(gs_task_heap *h)
 	return got;
 }
 
-void gs_task_heap_bind(gs_task_heap *h, void *nodes, void *levels, void *queues,
-		       uint32_t max_tasks, bool format)
+void gs_task_heap_bind(gs_task_heap *h, void *nodes, void *levels, void *queues, uint32_t max_tasks,
+                       bool format)
 {
 	h->hdr = nodes;
 	h->nodes = (struct gs_qnode *)((uint8_t *)nodes + sizeof(struct gs_task_heap_hdr));
@@ -237,7 +235,7 @@ static bool name_ok(const char *name)
 	for (; name[n]; n++) {
 		char c = name[n];
 		bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			  (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
+		          (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
 		if (!ok || n + 1 >= GS_QUEUE_NAME_MAX)
 			return false;
 	}
@@ -266,9 +264,8 @@ int gs_task_heap_queue(gs_task_heap *h, const char *name, bool create, uint32_t 
 		if (st == 0) {
 			if (!create)
 				return GS_ENOTFOUND;
-			if (atomic_compare_exchange_strong_explicit(&qi->state, &st, 1,
-								    memory_order_acq_rel,
-								    memory_order_acquire)) {
+			if (atomic_compare_exchange_strong_explicit(
+			        &qi->state, &st, 1, memory_order_acq_rel, memory_order_acquire)) {
 				strncpy(qi->name, name, GS_QUEUE_NAME_MAX - 1);
 				/* release: the name is complete before state 2 is seen. */
 				atomic_store_explicit(&qi->state, 2, memory_order_release);
@@ -321,20 +318,19 @@ static void ms_enqueue(gs_task_heap *h, struct gs_level *lv, uint32_t ix1, uint6
 		if (REF_IX1(next) == REF_NIL) {
 			/* release: n's task and next are visible before n is reachable. */
 			if (atomic_compare_exchange_weak_explicit(
-				    &t->next, &next, REF_MAKE(REF_CNT(next) + 1, ix1),
-				    memory_order_release, memory_order_relaxed))
+			        &t->next, &next, REF_MAKE(REF_CNT(next) + 1, ix1),
+			        memory_order_release, memory_order_relaxed))
 				break;
 			backoff(&b);
 		} else {
 			/* The tail lags (a pusher stopped or died here): help it on. */
 			atomic_compare_exchange_weak_explicit(
-				&lv->tail, &tail, REF_MAKE(REF_CNT(tail) + 1, REF_IX1(next)),
-				memory_order_release, memory_order_relaxed);
+			    &lv->tail, &tail, REF_MAKE(REF_CNT(tail) + 1, REF_IX1(next)),
+			    memory_order_release, memory_order_relaxed);
 		}
 	}
-	atomic_compare_exchange_strong_explicit(&lv->tail, &tail,
-						REF_MAKE(REF_CNT(tail) + 1, ix1),
-						memory_order_release, memory_order_relaxed);
+	atomic_compare_exchange_strong_explicit(&lv->tail, &tail, REF_MAKE(REF_CNT(tail) + 1, ix1),
+	                                        memory_order_release, memory_order_relaxed);
 }
 
 /* Returns 1 and the task ID when a node was taken, 0 when the list is empty. */
@@ -344,8 +340,8 @@ static int ms_dequeue(gs_task_heap *h, struct gs_level *lv, uint64_t *id)
 	for (;;) {
 		uint64_t head = atomic_load_explicit(&lv->head, memory_order_acquire);
 		uint64_t tail = atomic_load_explicit(&lv->tail, memory_order_acquire);
-		uint64_t next = atomic_load_explicit(&node_at(h, REF_IX1(head))->next,
-						     memory_order_acquire);
+		uint64_t next =
+		    atomic_load_explicit(&node_at(h, REF_IX1(head))->next, memory_order_acquire);
 		/* No re-check of head here (it would cost another trip for the
 		 * head's line): the counted head CAS below fails unless head
 		 * stayed put, and while it stays put its node is not recycled,
@@ -359,18 +355,18 @@ static int ms_dequeue(gs_task_heap *h, struct gs_level *lv, uint64_t *id)
 		}
 		if (REF_IX1(head) == REF_IX1(tail)) {
 			atomic_compare_exchange_weak_explicit(
-				&lv->tail, &tail, REF_MAKE(REF_CNT(tail) + 1, REF_IX1(next)),
-				memory_order_release, memory_order_relaxed);
+			    &lv->tail, &tail, REF_MAKE(REF_CNT(tail) + 1, REF_IX1(next)),
+			    memory_order_release, memory_order_relaxed);
 			continue;
 		}
 		/* Read before the CAS: once head moves, the node may be recycled. */
-		uint64_t task = atomic_load_explicit(&node_at(h, REF_IX1(next))->task,
-						     memory_order_relaxed);
+		uint64_t task =
+		    atomic_load_explicit(&node_at(h, REF_IX1(next))->task, memory_order_relaxed);
 		/* acq_rel: we own the old sentinel after this, and see the task
 		 * slot's QUEUED word published before the node was linked. */
-		if (atomic_compare_exchange_weak_explicit(&lv->head, &head,
-							  REF_MAKE(REF_CNT(head) + 1, REF_IX1(next)),
-							  memory_order_acq_rel, memory_order_relaxed)) {
+		if (atomic_compare_exchange_weak_explicit(
+		        &lv->head, &head, REF_MAKE(REF_CNT(head) + 1, REF_IX1(next)),
+		        memory_order_acq_rel, memory_order_relaxed)) {
 			*id = task;
 			return 1;
 		}
@@ -381,8 +377,8 @@ static int ms_dequeue(gs_task_heap *h, struct gs_level *lv, uint64_t *id)
 static bool level_nonempty(gs_task_heap *h, struct gs_level *lv)
 {
 	uint64_t head = atomic_load_explicit(&lv->head, memory_order_seq_cst);
-	uint64_t next = atomic_load_explicit(&node_at(h, REF_IX1(head))->next,
-					     memory_order_seq_cst);
+	uint64_t next =
+	    atomic_load_explicit(&node_at(h, REF_IX1(head))->next, memory_order_seq_cst);
 	return REF_IX1(next) != REF_NIL;
 }
 
@@ -420,7 +416,8 @@ int gs_task_heap_top_level(const gs_task_heap *h, uint32_t qid)
 	if (qid >= GS_MAX_QUEUES)
 		return -1;
 	for (int w = GS_PRIORITIES / 64 - 1; w >= 0; w--) {
-		uint64_t bits = atomic_load_explicit(&h->queues[qid].bitmap[w], memory_order_seq_cst);
+		uint64_t bits =
+		    atomic_load_explicit(&h->queues[qid].bitmap[w], memory_order_seq_cst);
 		if (bits)
 			return w * 64 + 63 - __builtin_clzll(bits);
 	}
@@ -453,7 +450,7 @@ int gs_task_heap_pop(gs_task_heap *h, uint32_t qid, uint64_t *id)
 /* --- quiescent maintenance --------------------------------------------- */
 
 void gs_task_heap_walk(gs_task_heap *h,
-		       void (*fn)(uint32_t qid, uint32_t prio, uint64_t id, void *arg), void *arg)
+                       void (*fn)(uint32_t qid, uint32_t prio, uint64_t id, void *arg), void *arg)
 {
 	for (uint32_t l = 0; l < LEVELS; l++) {
 		struct gs_level *lv = &h->levels[l];
@@ -461,21 +458,22 @@ void gs_task_heap_walk(gs_task_heap *h,
 		uint32_t ix1 = REF_IX1(head), last = ix1;
 		uint32_t guard = 0;
 		for (;;) {
-			uint64_t next = atomic_load_explicit(&node_at(h, ix1)->next,
-							     memory_order_acquire);
+			uint64_t next =
+			    atomic_load_explicit(&node_at(h, ix1)->next, memory_order_acquire);
 			if (REF_IX1(next) == REF_NIL || ++guard > h->n_nodes)
 				break;
 			ix1 = REF_IX1(next);
 			last = ix1;
 			if (fn)
 				fn(l / GS_PRIORITIES, l % GS_PRIORITIES,
-				   atomic_load_explicit(&node_at(h, ix1)->task, memory_order_relaxed),
+				   atomic_load_explicit(&node_at(h, ix1)->task,
+				                        memory_order_relaxed),
 				   arg);
 		}
 		uint64_t tail = atomic_load_explicit(&lv->tail, memory_order_relaxed);
 		if (REF_IX1(tail) != last)
 			atomic_store_explicit(&lv->tail, REF_MAKE(REF_CNT(tail) + 1, last),
-					      memory_order_relaxed);
+			                      memory_order_relaxed);
 	}
 }
 
@@ -489,8 +487,8 @@ void gs_task_heap_rebuild(gs_task_heap *h)
 		for (uint32_t guard = 0; guard <= h->n_nodes; guard++) {
 			if (reach)
 				reach[ix1 - 1] = 1;
-			uint64_t next = atomic_load_explicit(&node_at(h, ix1)->next,
-							     memory_order_acquire);
+			uint64_t next =
+			    atomic_load_explicit(&node_at(h, ix1)->next, memory_order_acquire);
 			if (REF_IX1(next) == REF_NIL)
 				break;
 			any = true;
@@ -499,7 +497,7 @@ void gs_task_heap_rebuild(gs_task_heap *h)
 		uint64_t tail = atomic_load_explicit(&lv->tail, memory_order_relaxed);
 		if (REF_IX1(tail) != ix1)
 			atomic_store_explicit(&lv->tail, REF_MAKE(REF_CNT(tail) + 1, ix1),
-					      memory_order_relaxed);
+			                      memory_order_relaxed);
 		uint32_t q = l / GS_PRIORITIES, p = l % GS_PRIORITIES;
 		uint64_t bit = 1ull << (p % 64);
 		if (any)
@@ -523,12 +521,12 @@ void gs_task_heap_rebuild(gs_task_heap *h)
 				_Atomic uint64_t *nx = &node_at(h, ix1)->next;
 				uint64_t o = atomic_load_explicit(nx, memory_order_relaxed);
 				atomic_store_explicit(nx, REF_MAKE(REF_CNT(o) + 1, first),
-						      memory_order_relaxed);
+				                      memory_order_relaxed);
 				first = ix1;
 			}
 			uint64_t r = atomic_load_explicit(&lv->reclaim, memory_order_relaxed);
 			atomic_store_explicit(&lv->reclaim, REF_MAKE(REF_CNT(r) + 1, first),
-					      memory_order_relaxed);
+			                      memory_order_relaxed);
 		}
 		pool_reset(h, reach);
 	}

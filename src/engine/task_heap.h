@@ -114,8 +114,8 @@ uint64_t gs_task_heap_levels_bytes(const gs_geom *g);
 uint64_t gs_task_heap_queues_bytes(const gs_geom *g);
 
 /* Binds a view; `format` initialises new regions (sentinels, pool). */
-void gs_task_heap_bind(gs_task_heap *h, void *nodes, void *levels, void *queues,
-		       uint32_t max_tasks, bool format);
+void gs_task_heap_bind(gs_task_heap *h, void *nodes, void *levels, void *queues, uint32_t max_tasks,
+                       bool format);
 
 /*
  * Looks a queue up by name; with `create`, names a free queue if absent.
@@ -148,9 +148,8 @@ int gs_task_heap_top_level(const gs_task_heap *h, uint32_t qid);
  * Calls fn(id, arg) for every node of every list in queue order (quiescent
  * only).  Also repairs a lagging tail left by a killed pusher.
  */
-void gs_task_heap_walk(gs_task_heap *h, void (*fn)(uint32_t qid, uint32_t prio, uint64_t id,
-						   void *arg),
-		       void *arg);
+void gs_task_heap_walk(gs_task_heap *h,
+                       void (*fn)(uint32_t qid, uint32_t prio, uint64_t id, void *arg), void *arg);
 
 /*
  * Rebuilds the node pool and the bitmaps after a crash (quiescent only):

@@ -5,8 +5,8 @@
 
 _Static_assert(sizeof(struct gs_worker_slot) == GS_CACHELINE, "a worker slot is one line");
 
-#define W_STATE(w) ((uint32_t)((w) & 0xffu))
-#define W_GEN(w)   ((uint32_t)((w) >> 32))
+#define W_STATE(w)      ((uint32_t)((w)&0xffu))
+#define W_GEN(w)        ((uint32_t)((w) >> 32))
 #define W_MAKE(gen, st) (((uint64_t)(gen) << 32) | (st))
 
 static uint32_t leaf_words(uint32_t max_workers)
@@ -26,7 +26,7 @@ uint64_t gs_worker_pool_dirty_bytes(const gs_geom *g)
 }
 
 void gs_worker_pool_bind(gs_worker_pool *p, void *slots, void *dirty, uint32_t max_workers,
-			 bool format)
+                         bool format)
 {
 	p->slots = slots;
 	p->max_workers = max_workers;
@@ -66,13 +66,13 @@ void gs_worker_pool_take_dirty(gs_worker_pool *p, void (*fn)(uint32_t slot, void
 	for (uint32_t s = 0; s < p->summary_words; s++) {
 		if (!atomic_load_explicit(&p->dirty_summary[s], memory_order_relaxed))
 			continue;
-		uint64_t sum = atomic_exchange_explicit(&p->dirty_summary[s], 0,
-							memory_order_seq_cst);
+		uint64_t sum =
+		    atomic_exchange_explicit(&p->dirty_summary[s], 0, memory_order_seq_cst);
 		while (sum) {
 			uint32_t lw = s * 64 + (uint32_t)__builtin_ctzll(sum);
 			sum &= sum - 1;
-			uint64_t bits = atomic_exchange_explicit(&p->dirty_leaf[lw], 0,
-								 memory_order_seq_cst);
+			uint64_t bits =
+			    atomic_exchange_explicit(&p->dirty_leaf[lw], 0, memory_order_seq_cst);
 			while (bits) {
 				uint32_t slot = lw * 64 + (uint32_t)__builtin_ctzll(bits);
 				bits &= bits - 1;
@@ -82,8 +82,8 @@ void gs_worker_pool_take_dirty(gs_worker_pool *p, void (*fn)(uint32_t slot, void
 	}
 }
 
-int gs_worker_pool_register(gs_worker_pool *p, uint32_t slots, uint64_t queue_mask,
-			    uint64_t now_us, uint64_t *id)
+int gs_worker_pool_register(gs_worker_pool *p, uint32_t slots, uint64_t queue_mask, uint64_t now_us,
+                            uint64_t *id)
 {
 	if (slots == 0 || slots > GS_WORKER_MAX_SLOTS || queue_mask == 0)
 		return GS_EINVAL;
@@ -93,10 +93,9 @@ int gs_worker_pool_register(gs_worker_pool *p, uint32_t slots, uint64_t queue_ma
 		if (W_STATE(word) != GS_WORKER_FREE)
 			continue;
 		uint32_t gen = W_GEN(word);
-		if (!atomic_compare_exchange_strong_explicit(&w->word, &word,
-							     W_MAKE(gen, GS_WORKER_CLAIMED),
-							     memory_order_acq_rel,
-							     memory_order_relaxed))
+		if (!atomic_compare_exchange_strong_explicit(
+		        &w->word, &word, W_MAKE(gen, GS_WORKER_CLAIMED), memory_order_acq_rel,
+		        memory_order_relaxed))
 			continue;
 		w->slots = slots;
 		w->queue_mask = queue_mask;
@@ -134,11 +133,10 @@ int gs_worker_pool_transition(gs_worker_pool *p, uint64_t id, uint32_t from, uin
 	uint32_t ngen = to == GS_WORKER_FREE ? gen + 1 : gen;
 	if (ngen == 0)
 		ngen = 1;
-	if (!atomic_compare_exchange_strong_explicit(&p->slots[ix].word, &expect,
-						     W_MAKE(ngen, to), memory_order_acq_rel,
-						     memory_order_acquire))
+	if (!atomic_compare_exchange_strong_explicit(&p->slots[ix].word, &expect, W_MAKE(ngen, to),
+	                                             memory_order_acq_rel, memory_order_acquire))
 		return W_GEN(expect) != gen || W_STATE(expect) == GS_WORKER_FREE ? GS_ENOTFOUND
-										 : GS_ESTATE;
+		                                                                 : GS_ESTATE;
 	gs_worker_pool_mark_dirty(p, ix);
 	return GS_OK;
 }
@@ -165,16 +163,15 @@ void gs_worker_pool_load_add(gs_worker_pool *p, uint32_t slot, int32_t delta)
 		uint32_t want;
 		do {
 			want = cur >= (uint32_t)-delta ? cur - (uint32_t)-delta : 0;
-		} while (!atomic_compare_exchange_weak_explicit(&p->slots[slot].load, &cur, want,
-								 memory_order_release,
-								 memory_order_relaxed));
+		} while (!atomic_compare_exchange_weak_explicit(
+		    &p->slots[slot].load, &cur, want, memory_order_release, memory_order_relaxed));
 		atomic_fetch_add_explicit(&p->slots[slot].finished_total, (uint64_t)-delta,
-					  memory_order_relaxed);
+		                          memory_order_relaxed);
 	} else {
 		atomic_fetch_add_explicit(&p->slots[slot].load, (uint32_t)delta,
-					  memory_order_release);
+		                          memory_order_release);
 		atomic_fetch_add_explicit(&p->slots[slot].assigned_total, (uint64_t)delta,
-					  memory_order_relaxed);
+		                          memory_order_relaxed);
 	}
 	gs_worker_pool_mark_dirty(p, slot);
 }

@@ -36,10 +36,10 @@ enum gs_worker_state {
 #define GS_WORKER_MAX_SLOTS 65535u
 
 struct gs_worker_slot {
-	_Atomic uint64_t word;  /* gen << 32 | state */
-	_Atomic uint32_t load;  /* tasks assigned and not yet finished */
-	uint32_t slots;         /* capacity, written while CLAIMED */
-	uint64_t queue_mask;    /* bit q: serves queue q; written while CLAIMED */
+	_Atomic uint64_t word; /* gen << 32 | state */
+	_Atomic uint32_t load; /* tasks assigned and not yet finished */
+	uint32_t slots;        /* capacity, written while CLAIMED */
+	uint64_t queue_mask;   /* bit q: serves queue q; written while CLAIMED */
 	_Atomic uint64_t last_seen_us;
 	_Atomic uint64_t assigned_total;
 	_Atomic uint64_t finished_total;
@@ -62,18 +62,17 @@ static inline uint64_t gs_worker_id(uint32_t slot, uint32_t gen)
 uint64_t gs_worker_pool_slots_bytes(const gs_geom *g);
 uint64_t gs_worker_pool_dirty_bytes(const gs_geom *g);
 void gs_worker_pool_bind(gs_worker_pool *p, void *slots, void *dirty, uint32_t max_workers,
-			 bool format);
+                         bool format);
 
 /*
  * Registers a worker with `slots` (1..65535) task slots serving the queues
  * in `queue_mask` (non-zero); *id receives its ID.  Marks it dirty.
  */
-int gs_worker_pool_register(gs_worker_pool *p, uint32_t slots, uint64_t queue_mask,
-			    uint64_t now_us, uint64_t *id);
+int gs_worker_pool_register(gs_worker_pool *p, uint32_t slots, uint64_t queue_mask, uint64_t now_us,
+                            uint64_t *id);
 
 /* Resolves an ID: its slot index and state. GS_ENOTFOUND if stale or free. */
-int gs_worker_pool_lookup(const gs_worker_pool *p, uint64_t id, uint32_t *slot,
-			  uint32_t *state);
+int gs_worker_pool_lookup(const gs_worker_pool *p, uint64_t id, uint32_t *slot, uint32_t *state);
 
 /* Moves worker `id` from state `from` to `to` by one CAS; marks it dirty. */
 int gs_worker_pool_transition(gs_worker_pool *p, uint64_t id, uint32_t from, uint32_t to);

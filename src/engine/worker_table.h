@@ -27,14 +27,13 @@
 typedef struct gs_worker_table gs_worker_table;
 
 typedef struct gs_worker_rec {
-	uint64_t id;      /* worker ID (segment slot and generation) */
-	char name[64];    /* what the worker calls itself */
-	void *ctx;        /* owned by the caller; on_free hears when it may go */
+	uint64_t id;   /* worker ID (segment slot and generation) */
+	char name[64]; /* what the worker calls itself */
+	void *ctx;     /* owned by the caller; on_free hears when it may go */
 } gs_worker_rec;
 
 /* on_free(ctx, arg) runs after the grace period of a removed record. */
-int gs_worker_table_create(void (*on_free)(void *ctx, void *arg), void *arg,
-			   gs_worker_table **out);
+int gs_worker_table_create(void (*on_free)(void *ctx, void *arg), void *arg, gs_worker_table **out);
 void gs_worker_table_destroy(gs_worker_table *t);
 
 void gs_worker_table_thread_online(void);
@@ -52,8 +51,7 @@ gs_worker_rec *gs_worker_table_find(gs_worker_table *t, uint64_t id);
 int gs_worker_table_remove(gs_worker_table *t, uint64_t id);
 
 /* Calls fn for each record (caller holds the read lock). */
-void gs_worker_table_each(gs_worker_table *t, void (*fn)(gs_worker_rec *r, void *arg),
-			  void *arg);
+void gs_worker_table_each(gs_worker_table *t, void (*fn)(gs_worker_rec *r, void *arg), void *arg);
 
 /* Number of records (approximate under concurrent change). */
 unsigned long gs_worker_table_count(gs_worker_table *t);

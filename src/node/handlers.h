@@ -41,13 +41,13 @@
 
 /* What a handler produced.  Fill it through the gs_handlers_out_* functions. */
 struct gs_handlers_out {
-        uint8_t *data;                  /* output bytes (malloc'd), NULL while empty */
-        size_t len;                     /* bytes in data */
-        size_t cap;                     /* allocated bytes */
-        size_t max;                     /* bound on len; bytes beyond are dropped */
-        bool truncated;                 /* a write was cut at max */
-        uint64_t delay_ms;              /* > 0: finish the task after this delay */
-        char error[GS_HANDLERS_ERRMAX]; /* non-empty: the handler failed */
+	uint8_t *data;                  /* output bytes (malloc'd), NULL while empty */
+	size_t len;                     /* bytes in data */
+	size_t cap;                     /* allocated bytes */
+	size_t max;                     /* bound on len; bytes beyond are dropped */
+	bool truncated;                 /* a write was cut at max */
+	uint64_t delay_ms;              /* > 0: finish the task after this delay */
+	char error[GS_HANDLERS_ERRMAX]; /* non-empty: the handler failed */
 };
 
 /* A handler: reads payload[0..len) (not NUL-terminated), fills out. */

@@ -22,22 +22,22 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: gsched <command> [options]\n"
-		"\n"
-		"  server   run the scheduler (PLM, Main Scheduler, Register)\n"
-		"  worker   run a worker that executes tasks\n"
-		"  local    a server and N workers in one command (the embedded default)\n"
-		"  submit   submit tasks (a command, a handler call, or --file)\n"
-		"  wait     wait for tasks and print their output\n"
-		"  status   show the state of tasks\n"
-		"  cancel   cancel tasks\n"
-		"  workers  list the workers\n"
-		"  stats    per-queue counters\n"
-		"  bench    load generator: latency, throughput, concurrent streams\n"
-		"\n"
-		"`gsched <command> --help` describes each.  The server address comes from\n"
-		"--server, else $GSCHED_SERVER, else %s.\n",
-		GS_CLI_DEFAULT_SERVER);
+	        "usage: gsched <command> [options]\n"
+	        "\n"
+	        "  server   run the scheduler (PLM, Main Scheduler, Register)\n"
+	        "  worker   run a worker that executes tasks\n"
+	        "  local    a server and N workers in one command (the embedded default)\n"
+	        "  submit   submit tasks (a command, a handler call, or --file)\n"
+	        "  wait     wait for tasks and print their output\n"
+	        "  status   show the state of tasks\n"
+	        "  cancel   cancel tasks\n"
+	        "  workers  list the workers\n"
+	        "  stats    per-queue counters\n"
+	        "  bench    load generator: latency, throughput, concurrent streams\n"
+	        "\n"
+	        "`gsched <command> --help` describes each.  The server address comes from\n"
+	        "--server, else $GSCHED_SERVER, else %s.\n",
+	        GS_CLI_DEFAULT_SERVER);
 }
 
 int main(int argc, char **argv)
@@ -57,10 +57,10 @@ int main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int argc, char **argv, volatile sig_atomic_t *stop);
 	} cmds[] = {
-		{"server", gs_cli_server},   {"worker", gs_cli_worker}, {"local", gs_cli_local},
-		{"submit", gs_cli_submit},   {"wait", gs_cli_wait},     {"status", gs_cli_status},
-		{"cancel", gs_cli_cancel},   {"workers", gs_cli_workers}, {"stats", gs_cli_stats},
-		{"bench", gs_cli_bench},
+	    {"server", gs_cli_server}, {"worker", gs_cli_worker},   {"local", gs_cli_local},
+	    {"submit", gs_cli_submit}, {"wait", gs_cli_wait},       {"status", gs_cli_status},
+	    {"cancel", gs_cli_cancel}, {"workers", gs_cli_workers}, {"stats", gs_cli_stats},
+	    {"bench", gs_cli_bench},
 	};
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[1], cmds[i].name) == 0)

@@ -60,62 +60,62 @@
 struct gs_runner;
 
 enum gs_run_state {
-        GS_RUN_DONE = 1,   /* process exited 0, or the handler succeeded */
-        GS_RUN_FAILED = 2, /* anything else, including timed out and cancelled */
+	GS_RUN_DONE = 1,   /* process exited 0, or the handler succeeded */
+	GS_RUN_FAILED = 2, /* anything else, including timed out and cancelled */
 };
 
 struct gs_runner_result {
-        uint64_t task_id;
-        uint32_t attempt;
-        enum gs_run_state state;
-        /* Exit status if the process exited; -1 if a signal killed it or the
-         * status was lost; 127 (not found) or 126 (other) if it could not be
-         * started; for handlers 0 on success, 1 on failure. */
-        int exit_code;
-        int term_signal;       /* the signal that killed the process, else 0 */
-        bool timed_out;        /* killed (or the sleep dropped) at its timeout */
-        bool cancelled;        /* killed (or dropped) by gs_runner_cancel */
-        bool truncated;        /* output was cut at max_output */
-        bool stderr_truncated; /* err_output was cut at max_output */
-        const uint8_t *output; /* stdout bytes, or the handler's output */
-        size_t output_len;
-        const uint8_t *err_output; /* stderr bytes (argv tasks only) */
-        size_t err_output_len;
-        /* "" on success; otherwise why it failed: "exited with code 3",
-         * "killed by signal 9 (KILL)", "timeout after 200 ms", "cancelled",
-         * "cannot run 'x': No such file or directory", a handler's message. */
-        const char *error;
-        int64_t started_us;  /* CLOCK_REALTIME, microseconds since the epoch */
-        int64_t finished_us; /* idem, when the outcome was fixed */
+	uint64_t task_id;
+	uint32_t attempt;
+	enum gs_run_state state;
+	/* Exit status if the process exited; -1 if a signal killed it or the
+	 * status was lost; 127 (not found) or 126 (other) if it could not be
+	 * started; for handlers 0 on success, 1 on failure. */
+	int exit_code;
+	int term_signal;       /* the signal that killed the process, else 0 */
+	bool timed_out;        /* killed (or the sleep dropped) at its timeout */
+	bool cancelled;        /* killed (or dropped) by gs_runner_cancel */
+	bool truncated;        /* output was cut at max_output */
+	bool stderr_truncated; /* err_output was cut at max_output */
+	const uint8_t *output; /* stdout bytes, or the handler's output */
+	size_t output_len;
+	const uint8_t *err_output; /* stderr bytes (argv tasks only) */
+	size_t err_output_len;
+	/* "" on success; otherwise why it failed: "exited with code 3",
+	 * "killed by signal 9 (KILL)", "timeout after 200 ms", "cancelled",
+	 * "cannot run 'x': No such file or directory", a handler's message. */
+	const char *error;
+	int64_t started_us;  /* CLOCK_REALTIME, microseconds since the epoch */
+	int64_t finished_us; /* idem, when the outcome was fixed */
 };
 
 /* Called once per accepted task, from gs_runner_poll on the owner's thread. */
 typedef void (*gs_runner_result_fn)(void *arg, const struct gs_runner_result *res);
 
 struct gs_runner_config {
-        unsigned slots;                /* concurrent tasks, 1..GS_RUNNER_MAX_SLOTS */
-        size_t max_output;             /* bound per stream per task; 0 = default 64 KiB */
-        gs_runner_result_fn on_result; /* required */
-        void *arg;                     /* passed to on_result */
-        /* Watch children by polling waitid every 10 ms instead of pidfds (the
-         * automatic fallback where pidfd_open is refused; for tests). */
-        bool poll_children;
+	unsigned slots;                /* concurrent tasks, 1..GS_RUNNER_MAX_SLOTS */
+	size_t max_output;             /* bound per stream per task; 0 = default 64 KiB */
+	gs_runner_result_fn on_result; /* required */
+	void *arg;                     /* passed to on_result */
+	/* Watch children by polling waitid every 10 ms instead of pidfds (the
+	 * automatic fallback where pidfd_open is refused; for tests). */
+	bool poll_children;
 };
 
 /* One task to start.  Exactly one of argv / handler. */
 struct gs_runner_task {
-        uint64_t task_id; /* unique among the runner's unfinished tasks */
-        uint32_t attempt; /* echoed in the result */
-        /* argv task: NULL-terminated, argv[0] non-empty, looked up in PATH. */
-        const char *const *argv;
-        /* Extra "KEY=VALUE" entries (NULL-terminated, may be NULL) set on top of
-         * the worker's environment for an argv task; ignored for handlers. */
-        const char *const *env;
-        const char *handler; /* built-in handler name, or NULL */
-        const void *payload; /* handler input (argv tasks: ignored, stdin is /dev/null);
-                                NULL only when payload_len is 0 */
-        size_t payload_len;
-        uint64_t timeout_ms; /* 0 = none; at most GS_RUNNER_MAX_TIMEOUT_MS */
+	uint64_t task_id; /* unique among the runner's unfinished tasks */
+	uint32_t attempt; /* echoed in the result */
+	/* argv task: NULL-terminated, argv[0] non-empty, looked up in PATH. */
+	const char *const *argv;
+	/* Extra "KEY=VALUE" entries (NULL-terminated, may be NULL) set on top of
+	 * the worker's environment for an argv task; ignored for handlers. */
+	const char *const *env;
+	const char *handler; /* built-in handler name, or NULL */
+	const void *payload; /* handler input (argv tasks: ignored, stdin is /dev/null);
+	                        NULL only when payload_len is 0 */
+	size_t payload_len;
+	uint64_t timeout_ms; /* 0 = none; at most GS_RUNNER_MAX_TIMEOUT_MS */
 };
 
 /* Creates a runner.  GS_EINVAL (bad config), GS_ENOMEM, GS_EIO (fd setup). */

@@ -320,7 +320,7 @@ static void flush_unsent(struct agent *a)
 			total += p->len;
 		uint8_t *buf = malloc(total ? total : 1);
 		if (buf == NULL)
-			return; /* kept: retried on the next iteration */
+			return;     /* kept: retried on the next iteration */
 		if (a->started_len) /* a->started is NULL until the first notice */
 			memcpy(buf, a->started, a->started_len);
 		size_t off = a->started_len;

@@ -704,8 +704,8 @@ static void t_results(void **st)
 	gs_engine *e = gs_test_engine(64, 4, 65536, 3 * 65536);
 	uint64_t w = worker(e, 64);
 	uint64_t ids[6];
-	finish_with(e, w, &ids[0], 10, 14, 1); /* both inline */
-	finish_with(e, w, &ids[1], 10, GS_INLINE_BYTES - 9, 2);  /* result to the arena */
+	finish_with(e, w, &ids[0], 10, 14, 1);                  /* both inline */
+	finish_with(e, w, &ids[1], 10, GS_INLINE_BYTES - 9, 2); /* result to the arena */
 	finish_with(e, w, &ids[2], GS_INLINE_BYTES + 1, 10, 3); /* payload in the arena */
 	finish_with(e, w, &ids[3], GS_INLINE_BYTES + 1, 60, 4); /* both in the arena */
 	finish_with(e, w, &ids[4], 0, GS_INLINE_BYTES, 5);      /* result fills inline */

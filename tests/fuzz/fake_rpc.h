@@ -36,17 +36,17 @@ struct gs_rpc_server {
 };
 
 struct gs_rpc_call {
-	atomic_int refs;            /* gRPC's + the user's (+ gs_rpc_call_ref) */
+	atomic_int refs; /* gRPC's + the user's (+ gs_rpc_call_ref) */
 	const struct fake_method *m;
 	struct gs_rpc_server *srv;
-	void *ud;                   /* call_ud from on_open */
-	bool finished;              /* gs_rpc_call_finish was called */
-	bool cancelled;             /* gs_rpc_call_cancel, or by the harness (peer) */
-	bool closed;                /* on_close delivered */
-	int code;                   /* finish status */
-	uint8_t *out;               /* everything sent, not yet taken */
+	void *ud;       /* call_ud from on_open */
+	bool finished;  /* gs_rpc_call_finish was called */
+	bool cancelled; /* gs_rpc_call_cancel, or by the harness (peer) */
+	bool closed;    /* on_close delivered */
+	int code;       /* finish status */
+	uint8_t *out;   /* everything sent, not yet taken */
 	size_t out_len, out_cap;
-	size_t max_queue;           /* bound on out_len: over it send is GS_EFULL */
+	size_t max_queue; /* bound on out_len: over it send is GS_EFULL */
 };
 
 /* The method of that path, or NULL. */

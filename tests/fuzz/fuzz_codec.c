@@ -64,8 +64,8 @@ static void fuzz_result(struct fz_in *in)
 
 	gs_pb_buf b;
 	gs_pb_buf_init(&b);
-	gs_codec_put_result(&b, 1, &info, stored ? frag.data : NULL, stored ? (uint32_t)frag.len : 0,
-	                    with_output);
+	gs_codec_put_result(&b, 1, &info, stored ? frag.data : NULL,
+	                    stored ? (uint32_t)frag.len : 0, with_output);
 	gs_pb_put_varint(&b, 2, f & 16 ? 1 : 0);
 	FZ_CHECK(!b.oom, "oom");
 	Gsched__V1__WaitResponse *w = gsched__v1__wait_response__unpack(NULL, b.len, b.data);
@@ -129,7 +129,8 @@ static void fuzz_spec(struct fz_in *in)
 	if (!sp)
 		return;
 	char err[256];
-	int rc = gs_codec_spec_check(sp, 1024, fz_u8(in) & 1 ? known : NULL, NULL, err, sizeof(err));
+	int rc =
+	    gs_codec_spec_check(sp, 1024, fz_u8(in) & 1 ? known : NULL, NULL, err, sizeof(err));
 	if (rc == GS_OK)
 		FZ_CHECK(sp->priority <= 255 && sp->retries <= GS_MAX_RETRIES &&
 		             gsched__v1__task_spec__get_packed_size(sp) <= 1024 &&

@@ -63,8 +63,8 @@ static uint8_t pbyte(uint32_t seed, uint32_t i)
 	return (uint8_t)(seed * 131u + i * 17u + (i >> 7));
 }
 
-static const uint32_t estate[] = {GS_TASK_DELAYED, GS_TASK_QUEUED,   GS_TASK_ASSIGNED,
-                                  GS_TASK_RUNNING, GS_TASK_DONE,     GS_TASK_FAILED,
+static const uint32_t estate[] = {GS_TASK_DELAYED,  GS_TASK_QUEUED, GS_TASK_ASSIGNED,
+                                  GS_TASK_RUNNING,  GS_TASK_DONE,   GS_TASK_FAILED,
                                   GS_TASK_CANCELLED};
 
 static int widx(uint64_t id)
@@ -137,23 +137,25 @@ static void check_all(void)
 		gs_task_info info;
 		rc = gs_engine_task_info(M.e, t->id, &info);
 		if (t->st == S_GONE) {
-			FZ_CHECK(rc == GS_ENOTFOUND, "released task %zu resolves (rc %d state %u)", i, rc,
-			         info.state);
+			FZ_CHECK(rc == GS_ENOTFOUND, "released task %zu resolves (rc %d state %u)",
+			         i, rc, info.state);
 			continue;
 		}
-		FZ_CHECK(rc == GS_OK, "task %zu (model state %d) does not resolve: %d", i, t->st, rc);
+		FZ_CHECK(rc == GS_OK, "task %zu (model state %d) does not resolve: %d", i, t->st,
+		         rc);
 		FZ_CHECK(info.state == estate[t->st], "task %zu: state %u, model %d", i, info.state,
 		         t->st);
-		FZ_CHECK(info.attempt == t->attempt, "task %zu: attempt %u, model %u", i, info.attempt,
-		         t->attempt);
-		FZ_CHECK(info.queue == t->q && info.priority == t->prio, "task %zu: queue/priority", i);
+		FZ_CHECK(info.attempt == t->attempt, "task %zu: attempt %u, model %u", i,
+		         info.attempt, t->attempt);
+		FZ_CHECK(info.queue == t->q && info.priority == t->prio, "task %zu: queue/priority",
+		         i);
 		if (t->st == S_ASSIGNED || t->st == S_RUNNING)
 			FZ_CHECK(info.worker == M.w[t->w].id, "task %zu: worker", i);
 		const uint8_t *p;
 		uint32_t len;
 		rc = gs_engine_task_payload(M.e, t->id, &p, &len);
-		FZ_CHECK(rc == GS_OK && len == t->plen, "task %zu: payload (rc %d len %u, model %u)", i,
-		         rc, len, t->plen);
+		FZ_CHECK(rc == GS_OK && len == t->plen,
+		         "task %zu: payload (rc %d len %u, model %u)", i, rc, len, t->plen);
 		for (uint32_t k = 0; k < len; k++)
 			FZ_CHECK(p[k] == pbyte(t->seed, k), "task %zu: payload byte %u", i, k);
 	}
@@ -185,10 +187,11 @@ static void check_popped(const gs_assignment *a, uint32_t q)
 			any = true;
 		}
 	}
-	FZ_CHECK(got && got->st == S_QUEUED && got->q == q, "popped a task that is not queued in q");
+	FZ_CHECK(got && got->st == S_QUEUED && got->q == q,
+	         "popped a task that is not queued in q");
 	FZ_CHECK(got->prio == best, "popped priority %u while %u is queued", got->prio, best);
-	FZ_CHECK(a->attempt >= 1 && a->attempt >= got->attempt, "attempt %u after %u",
-	         a->attempt, got->attempt);
+	FZ_CHECK(a->attempt >= 1 && a->attempt >= got->attempt, "attempt %u after %u", a->attempt,
+	         got->attempt);
 	int w = widx(a->worker);
 	FZ_CHECK(w >= 0, "assigned to an unknown worker");
 	got->st = S_ASSIGNED;
@@ -236,13 +239,15 @@ static void op_submit(struct fz_in *in)
 	if (rc == GS_OK) {
 		FZ_CHECK(n > 0, "a submit of nothing succeeded");
 		for (size_t i = 0; i < n; i++) {
-			FZ_CHECK(specs[i].priority <= 255 && specs[i].max_retries <= GS_MAX_RETRIES &&
+			FZ_CHECK(specs[i].priority <= 255 &&
+			             specs[i].max_retries <= GS_MAX_RETRIES &&
 			             specs[i].payload_len <= MP,
 			         "a bad spec was accepted");
 			if (M.nt == sizeof(M.t) / sizeof(M.t[0]))
 				abort(); /* bounded by the step limit */
 			gs_task_info info;
-			FZ_CHECK(gs_engine_task_info(M.e, ids[i], &info) == GS_OK, "new task missing");
+			FZ_CHECK(gs_engine_task_info(M.e, ids[i], &info) == GS_OK,
+			         "new task missing");
 			FZ_CHECK(info.state == GS_TASK_QUEUED || info.state == GS_TASK_DELAYED,
 			         "new task in state %u", info.state);
 			FZ_CHECK(specs[i].not_before_us || info.state == GS_TASK_QUEUED,
@@ -291,8 +296,12 @@ static void op_finish(struct fz_in *in, bool start)
 	uint8_t *r = malloc(rlen ? rlen : 1);
 	FZ_CHECK(r != NULL, "out of memory");
 	memset(r, 0x5A, rlen);
-	gs_outcome o = {.failed = f & 16, .status = (int32_t)fz_u32(in), .reason = fz_u8(in) % 6,
-	                .result = r, .result_len = rlen, .started_us = f & 32 ? fz_u64(in) : 0};
+	gs_outcome o = {.failed = f & 16,
+	                .status = (int32_t)fz_u32(in),
+	                .reason = fz_u8(in) % 6,
+	                .result = r,
+	                .result_len = rlen,
+	                .started_us = f & 32 ? fz_u64(in) : 0};
 	rc = gs_engine_finish(M.e, id, wid, attempt, &o, M.now);
 	if (rc == GS_OK) {
 		FZ_CHECK(match, "finish of a wrong worker/attempt succeeded");
@@ -304,8 +313,8 @@ static void op_finish(struct fz_in *in, bool start)
 		const uint8_t *p;
 		uint32_t len;
 		FZ_CHECK(gs_engine_task_result(M.e, id, &p, &len) == GS_OK, "result read");
-		FZ_CHECK(info.result_dropped ? len == 0 : len == rlen, "result length %u of %u", len,
-		         rlen);
+		FZ_CHECK(info.result_dropped ? len == 0 : len == rlen, "result length %u of %u",
+		         len, rlen);
 		for (uint32_t k = 0; k < len; k++)
 			FZ_CHECK(p[k] == 0x5A, "result byte %u", k);
 	} else if (match && rlen <= MP) {
@@ -376,8 +385,10 @@ static void op_worker(struct fz_in *in)
 		int rc = gs_engine_worker_register(M.e, slots, mask, M.now, &wid);
 		if (rc == GS_OK) {
 			FZ_CHECK(free_i >= 0, "registered past the worker table");
-			FZ_CHECK(slots >= 1 && slots <= GS_WORKER_MAX_SLOTS, "bad slot count accepted");
-			M.w[free_i] = (struct mw){.id = wid, .used = true, .slots = slots, .mask = mask};
+			FZ_CHECK(slots >= 1 && slots <= GS_WORKER_MAX_SLOTS,
+			         "bad slot count accepted");
+			M.w[free_i] =
+			    (struct mw){.id = wid, .used = true, .slots = slots, .mask = mask};
 		}
 		break;
 	}
@@ -417,11 +428,13 @@ static void op_worker(struct fz_in *in)
 			         "worker_dead moved a task not on the worker");
 			bool requeue = t->attempt <= t->retries;
 			FZ_CHECK(c.st[k] == (requeue ? GS_TASK_QUEUED : GS_TASK_FAILED),
-			         "attempt %u retries %u -> state %u", t->attempt, t->retries, c.st[k]);
+			         "attempt %u retries %u -> state %u", t->attempt, t->retries,
+			         c.st[k]);
 			t->st = requeue ? S_QUEUED : S_FAILED;
 			t->w = -1;
 			gs_task_info info;
-			FZ_CHECK(gs_engine_task_info(M.e, t->id, &info) == GS_OK, "moved task missing");
+			FZ_CHECK(gs_engine_task_info(M.e, t->id, &info) == GS_OK,
+			         "moved task missing");
 			FZ_CHECK(info.attempt >= t->attempt, "attempt went back");
 			t->attempt = info.attempt;
 		}
@@ -430,7 +443,8 @@ static void op_worker(struct fz_in *in)
 	}
 	default: {
 		uint64_t out[MW + 1];
-		size_t n = gs_engine_worker_expired(M.e, M.now, (uint64_t)fz_u16(in) * 1000, out, MW);
+		size_t n =
+		    gs_engine_worker_expired(M.e, M.now, (uint64_t)fz_u16(in) * 1000, out, MW);
 		FZ_CHECK(n <= MW, "expired returned %zu", n);
 		for (size_t i = 0; i < n; i++)
 			FZ_CHECK(widx(out[i]) >= 0, "expired named an unknown worker");
@@ -490,8 +504,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fz_in in = {data, size, 0};
 	memset(&M, 0, sizeof(M));
-	gs_engine_opts eo = {.geom = {.max_tasks = MT, .max_workers = MW, .max_payload = MP,
-	                              .arena_bytes = 64 * 1024}};
+	gs_engine_opts eo = {
+	    .geom = {
+	        .max_tasks = MT, .max_workers = MW, .max_payload = MP, .arena_bytes = 64 * 1024}};
 	FZ_CHECK(gs_engine_create(&eo, &M.e) == GS_OK, "engine create");
 	gs_delay_timer_init(&M.timer);
 	M.now = T0;
@@ -511,7 +526,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			gs_assignment a;
 			int rc = gs_engine_pop_assign(M.e, q, wid, M.now, &a);
 			if (rc == GS_OK) {
-				FZ_CHECK(w >= 0 && !M.w[w].draining, "pop_assign to a worker not alive");
+				FZ_CHECK(w >= 0 && !M.w[w].draining,
+				         "pop_assign to a worker not alive");
 				check_popped(&a, q);
 			} else if (rc == GS_EEMPTY) {
 				FZ_CHECK(!queued_in(q), "pop_assign: EEMPTY with tasks queued");
@@ -528,8 +544,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				             model_load(w) < M.w[w].slots,
 				         "dispatch to an ineligible worker");
 				for (int k = 0; k < MW; k++)
-					if (M.w[k].used && !M.w[k].draining && (M.w[k].mask >> q & 1) &&
-					    model_load(k) < M.w[k].slots)
+					if (M.w[k].used && !M.w[k].draining &&
+					    (M.w[k].mask >> q & 1) && model_load(k) < M.w[k].slots)
 						FZ_CHECK(model_load(k) >= model_load(w),
 						         "dispatch skipped a less loaded worker");
 				check_popped(&a, q);

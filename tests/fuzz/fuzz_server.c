@@ -25,15 +25,26 @@
 #include "gsched.pb-c.h"
 #include "service_impl.h"
 
-enum ckind { K_SUBMIT, K_STREAM, K_WAIT, K_GET, K_CANCEL, K_WATCH, K_WORKER, K_LIST, K_STATS,
-	     K_DRAIN, K_N };
+enum ckind {
+	K_SUBMIT,
+	K_STREAM,
+	K_WAIT,
+	K_GET,
+	K_CANCEL,
+	K_WATCH,
+	K_WORKER,
+	K_LIST,
+	K_STATS,
+	K_DRAIN,
+	K_N
+};
 
 static const char *const paths[K_N] = {
-    "/gsched.v1.TaskService/Submit", "/gsched.v1.TaskService/SubmitStream",
-    "/gsched.v1.TaskService/Wait",   "/gsched.v1.TaskService/Get",
-    "/gsched.v1.TaskService/Cancel", "/gsched.v1.TaskService/Watch",
+    "/gsched.v1.TaskService/Submit",    "/gsched.v1.TaskService/SubmitStream",
+    "/gsched.v1.TaskService/Wait",      "/gsched.v1.TaskService/Get",
+    "/gsched.v1.TaskService/Cancel",    "/gsched.v1.TaskService/Watch",
     "/gsched.v1.WorkerService/Connect", "/gsched.v1.AdminService/ListWorkers",
-    "/gsched.v1.AdminService/Stats", "/gsched.v1.AdminService/Drain",
+    "/gsched.v1.AdminService/Stats",    "/gsched.v1.AdminService/Drain",
 };
 
 static const ProtobufCMessageDescriptor *const resp[K_N] = {
@@ -333,8 +344,9 @@ static void op_submit(struct h *h, struct fz_in *in)
 	if (sl->c->finished && sl->c->code == GS_RPC_OK) {
 		Gsched__V1__SubmitResponse *resp_m =
 		    gsched__v1__submit_response__unpack(NULL, sl->c->out_len, sl->c->out);
-		FZ_CHECK(resp_m && resp_m->n_ids == r.n_tasks, "Submit of %zu tasks answered %zu ids",
-		         r.n_tasks, resp_m ? resp_m->n_ids : 0);
+		FZ_CHECK(resp_m && resp_m->n_ids == r.n_tasks,
+		         "Submit of %zu tasks answered %zu ids", r.n_tasks,
+		         resp_m ? resp_m->n_ids : 0);
 		gsched__v1__submit_response__free_unpacked(resp_m, NULL);
 	}
 }
@@ -543,11 +555,10 @@ static struct h *setup(void)
 {
 	struct h *h = calloc(1, sizeof(*h));
 	FZ_CHECK(h != NULL, "out of memory");
-	gs_engine_opts eo = {.segment_name = NULL,
-	                     .geom = {.max_tasks = 64,
-	                              .max_workers = 4,
-	                              .max_payload = 2048,
-	                              .arena_bytes = 64 * 1024}};
+	gs_engine_opts eo = {
+	    .segment_name = NULL,
+	    .geom = {
+	        .max_tasks = 64, .max_workers = 4, .max_payload = 2048, .arena_bytes = 64 * 1024}};
 	FZ_CHECK(gs_engine_create(&eo, &h->e) == GS_OK, "engine create");
 	gs_service_opts so = {.heartbeat_ms = 500,
 	                      .worker_timeout_ms = 3000,
@@ -593,7 +604,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			op_stream(h, &in);
 			break;
 		case 3: {
-			struct slot *sl = call_of(h, &in, fz_u8(&in) & 1 ? K_STREAM : K_WORKER, false);
+			struct slot *sl =
+			    call_of(h, &in, fz_u8(&in) & 1 ? K_STREAM : K_WORKER, false);
 			if (sl)
 				fake_rpc_half_close(sl->c);
 			break;

@@ -116,7 +116,11 @@ static bool utf8_ok(const char *s, size_t n)
 	const uint8_t *p = (const uint8_t *)s;
 	for (size_t i = 0; i < n;) {
 		uint8_t c = p[i];
-		size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+		size_t len = c < 0x80         ? 1
+		             : (c >> 5) == 6  ? 2
+		             : (c >> 4) == 14 ? 3
+		             : (c >> 3) == 30 ? 4
+		                              : 0;
 		if (!len || i + len > n)
 			return false;
 		if (len == 1 && (c < 0x20 || c == 0x7F))
@@ -345,7 +349,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				fifo_start(a);
 			break;
 		case 4:
-			FZ_CHECK(gs_runner_poll(a->runner, (op & 0x10) ? 5 : 0) >= 0, "runner poll");
+			FZ_CHECK(gs_runner_poll(a->runner, (op & 0x10) ? 5 : 0) >= 0,
+			         "runner poll");
 			break;
 		case 5:
 			flush_unsent(a);
@@ -373,7 +378,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		}
 		}
-		FZ_CHECK(a->n_running <= a->slots, "%u running on %u slots", a->n_running, a->slots);
+		FZ_CHECK(a->n_running <= a->slots, "%u running on %u slots", a->n_running,
+		         a->slots);
 		check_sent(a);
 		g_free(&g);
 	}
