@@ -50,11 +50,10 @@ server_pid=""
 
 # Stops the memory-test server if one is running (the gsched bench and
 # run_peer.sh processes stop their own clusters, also on SIGTERM).
+worker_pids=()
 cleanup() {
-  if [ -n "$server_pid" ]; then
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-  fi
+  for p in "${worker_pids[@]}" $server_pid; do kill "$p" 2>/dev/null || true; done
+  for p in "${worker_pids[@]}" $server_pid; do wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -95,18 +94,54 @@ say "engine micro-benchmarks ($engine_reps repetitions)"
   --benchmark_out="$out/engine.json" --benchmark_out_format=json | tee "$out/engine.txt"
 "$build/bench/engine_memory" | tee "$out/engine_memory.txt"
 
+# gsched the way the peers run: a server process and N worker processes,
+# started here on a free port, the client (gsched bench --server) apart.
+# gs_cluster_start WORKERS SLOTS sets $gs_addr; gs_cluster_stop ends them.
+gs_cluster_start() {
+  local log=$out/gsched-server.log port=""
+  "$gsched" server --listen 127.0.0.1:0 2>"$log" &
+  server_pid=$!
+  for _ in $(seq 100); do # at most 5 s for the port
+    port=$(sed -n 's/.*(port \([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+    [ -n "$port" ] && break
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.05
+  done
+  gs_addr=127.0.0.1:${port:-0}
+  worker_pids=()
+  for ((i = 0; i < $1; i++)); do
+    "$gsched" worker --server "$gs_addr" --slots "$2" --quiet 2>>"$out/stderr.log" &
+    worker_pids+=($!)
+  done
+  # Every worker registered (bounded): `gsched workers` lists them.
+  for _ in $(seq 100); do
+    [ "$("$gsched" workers --server "$gs_addr" 2>/dev/null | grep -c " alive " || true)" -ge "$1" ] && break
+    sleep 0.05
+  done
+}
+gs_cluster_stop() {
+  cleanup
+  worker_pids=()
+  server_pid=""
+}
+
 # 2. gsched: latency (one task in flight) and throughput (window sweep), each
-#    against a local cluster started by gsched bench (server + N workers).
+#    against its own server and worker processes (gs_cluster_start).
 for w in 1 2; do
   for ((r = 1; r <= runs; r++)); do
     say "gsched ${w}w latency run $r"
-    record "\"system\":\"gsched\",\"run\":$r" "$gsched" bench --mode latency --tasks "$lat_tasks" \
-      --workers "$w" --json --percentiles-out "$out/pct/gsched-${w}w-run$r.txt"
+    gs_cluster_start "$w" 4
+    record "\"system\":\"gsched\",\"run\":$r,\"workers\":$w" "$gsched" bench --mode latency \
+      --tasks "$lat_tasks" --server "$gs_addr" --json \
+      --percentiles-out "$out/pct/gsched-${w}w-run$r.txt"
+    gs_cluster_stop
+    gs_cluster_start "$w" "$gs_slots"
     for win in $gs_windows; do
       say "gsched ${w}w throughput window $win run $r"
-      record "\"system\":\"gsched\",\"run\":$r" "$gsched" bench --mode throughput \
-        --tasks "$gs_tasks" --window "$win" --workers "$w" --slots "$gs_slots" --json
+      record "\"system\":\"gsched\",\"run\":$r,\"workers\":$w" "$gsched" bench \
+        --mode throughput --tasks "$gs_tasks" --window "$win" --server "$gs_addr" --json
     done
+    gs_cluster_stop
   done
 done
 

@@ -89,6 +89,7 @@ struct bench_cfg {
 	size_t payload_bytes;
 	const char *handler, *queue;
 	unsigned workers, slots;
+	unsigned busy_poll_us; /* --busy-poll-us: the client, and a local cluster */
 	int timeout_s;
 	bool json;
 	const char *pct_out; /* --percentiles-out FILE, or NULL */
@@ -597,7 +598,8 @@ static void *driver_main(void *arg)
 	struct driver *d = arg;
 	const struct bench_cfg *cfg = d->cfg;
 	if (!d->client) {
-		struct gs_client_opts o = {.call_timeout_ms = cfg->timeout_s * 1000};
+		struct gs_client_opts o = {.call_timeout_ms = cfg->timeout_s * 1000,
+		                           .busy_poll_us = cfg->busy_poll_us};
 		char err[256];
 		if (gs_client_connect_err(cfg->server, &o, &d->client, err, sizeof(err)) != GS_OK) {
 			d->failed = true;
@@ -889,7 +891,8 @@ static int write_percentiles(const char *path, const gs_histogram *h)
 static int run_fill(const struct bench_cfg *cfg)
 {
 	struct gs_client *c = NULL;
-	struct gs_client_opts co = {.call_timeout_ms = cfg->timeout_s * 1000};
+	struct gs_client_opts co = {.call_timeout_ms = cfg->timeout_s * 1000,
+	                            .busy_poll_us = cfg->busy_poll_us};
 	char err[256];
 	if (gs_client_connect_err(cfg->server, &co, &c, err, sizeof(err)) != GS_OK) {
 		fprintf(stderr, "gsched bench: cannot reach the server at %s: %s\n", cfg->server,
@@ -958,7 +961,8 @@ static void bench_usage(FILE *f)
 	    "                    [--window W | --batch B] [--streams C] [--path "
 	    "auto|stream|unary]\n"
 	    "                    [--probe N] [--payload-bytes N] [--handler NAME] [--queue Q]\n"
-	    "                    [--server ADDR | --workers N --slots K] [--timeout-s S] [--json]\n"
+	    "                    [--server ADDR | --workers N --slots K] [--busy-poll-us N] "
+	    "[--timeout-s S] [--json]\n"
 	    "                    [--percentiles-out FILE]\n"
 	    "\n"
 	    "Load generator.  Without --server it starts a local cluster (a server in this\n"
@@ -1002,6 +1006,7 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 	    {"server", required_argument, NULL, 's'},
 	    {"workers", required_argument, NULL, 'w'},
 	    {"slots", required_argument, NULL, 'k'},
+	    {"busy-poll-us", required_argument, NULL, 'Y'},
 	    {"timeout-s", required_argument, NULL, 't'},
 	    {"json", no_argument, NULL, 'j'},
 	    {"percentiles-out", required_argument, NULL, 'o'},
@@ -1085,6 +1090,9 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 		case 'k':
 			max = 1024;
 			break;
+		case 'Y':
+			max = 100000, min = 0;
+			break;
 		case 't':
 			max = 86400;
 			break;
@@ -1125,6 +1133,9 @@ static int parse_args(int argc, char **argv, struct bench_cfg *cfg)
 			break;
 		case 'k':
 			cfg->slots = (unsigned)v;
+			break;
+		case 'Y':
+			cfg->busy_poll_us = (unsigned)v;
 			break;
 		case 't':
 			cfg->timeout_s = (int)v;
@@ -1192,6 +1203,7 @@ int gs_cli_bench(int argc, char **argv, volatile sig_atomic_t *stop)
 	if (!cfg.server) {
 		gs_local_cluster_opts lo = {.workers = cfg.workers,
 		                            .slots = cfg.slots,
+		                            .busy_poll_us = cfg.busy_poll_us,
 		                            .prefix = "gsched bench",
 		                            .stop = stop};
 		if (gs_local_cluster_start(&lo, &lc) != GS_OK)
@@ -1207,7 +1219,8 @@ int gs_cli_bench(int argc, char **argv, volatile sig_atomic_t *stop)
 	run.server = addr; /* drivers connect here */
 
 	struct gs_client *client = NULL;
-	struct gs_client_opts co = {.call_timeout_ms = cfg.timeout_s * 1000};
+	struct gs_client_opts co = {.call_timeout_ms = cfg.timeout_s * 1000,
+	                            .busy_poll_us = cfg.busy_poll_us};
 	char err[256];
 	struct bench_stats *st = calloc(1, sizeof(*st));
 	struct bench_report rep = {.cfg = &cfg, .addr = addr, .st = st, .path = "stream"};

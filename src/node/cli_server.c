@@ -69,6 +69,7 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 	    {"tls-client-ca", required_argument, NULL, 'a'},
 	    {"data-dir", required_argument, NULL, 'D'},
 	    {"fsync-ms", required_argument, NULL, 'f'},
+	    {"busy-poll-us", required_argument, NULL, 'b'},
 	    {"help", no_argument, NULL, 'H'},
 	    {0, 0, 0, 0},
 	};
@@ -115,7 +116,8 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 			    "                     [--client-token-file F] [--worker-token-file F]\n"
 			    "                     [--tls-cert F --tls-key F [--tls-client-ca "
 			    "F]]\n"
-			    "                     [--data-dir DIR [--fsync-ms N]]\n"
+			    "                     [--data-dir DIR [--fsync-ms N]] [--busy-poll-us "
+			    "N]\n"
 			    "durability: none (default), --segment NAME (survives a server "
 			    "crash),\n"
 			    "  --data-dir DIR (a write-ahead log: survives a machine restart; a "
@@ -146,7 +148,14 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 				o.result_ttl_ms = v;
 			else if (c == 'g')
 				o.grace_ms = (int)v;
-			else if (c == 'f') {
+			else if (c == 'b') {
+				if (v > 100000) {
+					fprintf(stderr,
+					        "gsched server: --busy-poll-us is 0..100000\n");
+					return 2;
+				}
+				o.busy_poll_us = v;
+			} else if (c == 'f') {
 				if (v > 10000) {
 					fprintf(stderr, "gsched server: --fsync-ms is 0..10000\n");
 					return 2;

@@ -21,7 +21,8 @@ _Static_assert(sizeof(sig_atomic_t) == sizeof(int), "sig_atomic_t is not an int"
 static void worker_usage(FILE *f)
 {
 	fprintf(f, "usage: gsched worker [--server ADDR] [--slots N] [--queue Q]... [--name NAME]\n"
-	           "                     [--max-output BYTES] [--grace-ms MS] [--quiet]\n"
+	           "                     [--max-output BYTES] [--grace-ms MS] [--busy-poll-us N] "
+	           "[--quiet]\n"
 	           "                     " GS_CLI_SEC_USAGE "\n"
 	           "\n"
 	           "Runs tasks for the server: --slots at once (default 4), from the\n"
@@ -40,6 +41,7 @@ int gs_cli_worker(int argc, char **argv, volatile sig_atomic_t *stop)
 	    {"name", required_argument, NULL, 'N'},
 	    {"max-output", required_argument, NULL, 'o'},
 	    {"grace-ms", required_argument, NULL, 'g'},
+	    {"busy-poll-us", required_argument, NULL, 'b'},
 	    {"quiet", no_argument, NULL, 'Q'},
 	    {"help", no_argument, NULL, 'h'},
 	    GS_CLI_SEC_OPTIONS,
@@ -72,6 +74,13 @@ int gs_cli_worker(int argc, char **argv, volatile sig_atomic_t *stop)
 				return 2;
 			}
 			queues[o.n_queues++] = optarg;
+			break;
+		case 'b':
+			if (gs_cli_parse_num(optarg, 100000, &v) != 0) {
+				fprintf(stderr, "gsched worker: --busy-poll-us is 0..100000\n");
+				return 2;
+			}
+			o.busy_poll_us = (unsigned)v;
 			break;
 		case 'n':
 			if (gs_cli_parse_num(optarg, 1024, &v) != 0 || v == 0) {

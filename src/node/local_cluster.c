@@ -29,7 +29,7 @@ struct gs_local_cluster {
 	int rc;
 	char addr[64];
 	const char *prefix;
-	unsigned workers, slots;
+	unsigned workers, slots, busy_poll_us;
 	pid_t pids[GS_LOCAL_MAX_WORKERS];
 };
 
@@ -61,10 +61,11 @@ static void *server_main(void *arg)
 }
 
 /* Starts one worker process; returns its pid or -1. */
-static pid_t start_worker(const char *addr, unsigned slots, unsigned index)
+static pid_t start_worker(const char *addr, unsigned slots, unsigned busy_poll_us, unsigned index)
 {
-	char slots_s[16], name[64];
+	char slots_s[16], name[64], busy_s[16];
 	snprintf(slots_s, sizeof(slots_s), "%u", slots);
+	snprintf(busy_s, sizeof(busy_s), "%u", busy_poll_us);
 	snprintf(name, sizeof(name), "local-%u", index);
 	pid_t pid = fork();
 	if (pid != 0)
@@ -72,8 +73,8 @@ static pid_t start_worker(const char *addr, unsigned slots, unsigned index)
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() == 1)
 		_exit(1); /* the parent is already gone */
-	char *args[] = {"gsched", "worker", "--server", (char *)addr, "--slots",
-	                slots_s,  "--name", name,       "--quiet",    NULL};
+	char *args[] = {"gsched", "worker", "--server", (char *)addr,     "--slots", slots_s,
+	                "--name", name,     "--quiet",  "--busy-poll-us", busy_s,    NULL};
 	execv("/proc/self/exe", args);
 	fprintf(stderr, "gsched: cannot run /proc/self/exe: %s\n", strerror(errno));
 	_exit(127);
@@ -138,10 +139,12 @@ int gs_local_cluster_start(const gs_local_cluster_opts *o, gs_local_cluster **ou
 	c->prefix = o->prefix ? o->prefix : "gsched";
 	c->workers = o->workers;
 	c->slots = o->slots ? o->slots : 4;
+	c->busy_poll_us = o->busy_poll_us;
 	pthread_mutex_init(&c->mu, NULL);
 	pthread_cond_init(&c->cv, NULL);
 	c->so = (gs_server_opts){.listen = o->listen ? o->listen : "127.0.0.1:0",
 	                         .grace_ms = 2000,
+	                         .busy_poll_us = o->busy_poll_us,
 	                         .stop = &c->stop,
 	                         .on_ready = on_ready,
 	                         .arg = c,
@@ -169,7 +172,7 @@ int gs_local_cluster_start(const gs_local_cluster_opts *o, gs_local_cluster **ou
 	        c->slots);
 
 	for (unsigned i = 0; i < c->workers; i++) {
-		c->pids[i] = start_worker(c->addr, c->slots, i);
+		c->pids[i] = start_worker(c->addr, c->slots, c->busy_poll_us, i);
 		if (c->pids[i] < 0) {
 			fprintf(stderr, "%s: fork: %s\n", c->prefix, strerror(errno));
 			c->pids[i] = 0;
@@ -220,7 +223,7 @@ unsigned gs_local_cluster_restart_dead(gs_local_cluster *c)
 		if (c->pids[i] > 0 && waitpid(c->pids[i], &st, WNOHANG) == c->pids[i]) {
 			fprintf(stderr, "%s: worker %u exited (%d); restarting\n", c->prefix, i,
 			        WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st));
-			c->pids[i] = start_worker(c->addr, c->slots, i);
+			c->pids[i] = start_worker(c->addr, c->slots, c->busy_poll_us, i);
 			if (c->pids[i] < 0)
 				c->pids[i] = 0;
 			n++;

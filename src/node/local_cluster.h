@@ -27,6 +27,7 @@ typedef struct gs_local_cluster_opts {
 	const char *listen;          /* NULL: "127.0.0.1:0" (a free port) */
 	unsigned workers;            /* 0..GS_LOCAL_MAX_WORKERS */
 	unsigned slots;              /* per worker (0: 4) */
+	unsigned busy_poll_us;       /* server and workers poll this long before sleeping (0) */
 	int register_wait_ms;        /* wait this long for every worker to register (0: 10000) */
 	const char *prefix;          /* for messages on stderr, e.g. "gsched local" */
 	volatile sig_atomic_t *stop; /* stops the registration wait early (may be NULL) */

@@ -320,6 +320,7 @@ int gs_server_run(const gs_server_opts *o)
 	if (rc == GS_EINVAL)
 		fprintf(stderr, "gsched server: the client and worker tokens must differ\n");
 	struct gs_rpc_server_opts ro = {.threads = o->rpc_threads ? o->rpc_threads : 1,
+	                                .busy_poll_us = o->busy_poll_us,
 	                                .on_thread_start = rpc_thread_start,
 	                                .on_thread_stop = rpc_thread_stop};
 	if (rc == GS_OK) {

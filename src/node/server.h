@@ -41,6 +41,7 @@ typedef struct gs_server_opts {
 	uint32_t result_ttl_ms;     /* default 300000 */
 	int grace_ms;               /* default 10000 */
 	unsigned rpc_threads;       /* default 1 */
+	unsigned busy_poll_us;      /* RPC threads poll this long before sleeping (0) */
 	volatile sig_atomic_t *stop;
 	const char *client_token;     /* NULL: TaskService/AdminService open (service.h) */
 	const char *worker_token;     /* NULL: WorkerService open */

@@ -1337,6 +1337,7 @@ int gs_worker_agent_run(const struct gs_worker_opts *o)
 	struct gs_rpc_client_opts copts = {
 	    .max_message_bytes = MAX_MESSAGE,
 	    .reconnect_max_ms = a->reconnect_max_ms,
+	    .busy_poll_us = o->busy_poll_us,
 	};
 	struct gs_rpc_tls tls = {
 	    .ca_file = o->tls_ca_file, .cert_file = o->tls_cert_file, .key_file = o->tls_key_file};

@@ -120,6 +120,7 @@ struct gs_worker_opts {
 	const char *server;        /* "127.0.0.1:7070" (required) */
 	const char *name;          /* NULL or "": "hostname-pid" */
 	unsigned slots;            /* 1..GS_RUNNER_MAX_SLOTS */
+	unsigned busy_poll_us;     /* the stream thread polls this long before sleeping (0) */
 	const char *const *queues; /* n_queues names; none: "default" */
 	size_t n_queues;
 	size_t max_output;           /* per task, stdout; 0: 64 KiB */

@@ -238,6 +238,7 @@ int gs_client_connect_err(const char *addr, const struct gs_client_opts *opts,
 	struct gs_rpc_client_opts ro = {
 	    .max_message_bytes = o.max_message_bytes ? o.max_message_bytes : 64u << 20,
 	    .reconnect_max_ms = 1000,
+	    .busy_poll_us = o.busy_poll_us,
 	};
 	struct gs_rpc_tls tls = {
 	    .ca_file = o.tls_ca_file, .cert_file = o.tls_cert_file, .key_file = o.tls_key_file};

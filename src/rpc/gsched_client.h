@@ -80,6 +80,7 @@ struct gs_client_opts {
 	const char *tls_ca_file;   /* PEM CAs verifying the server (NULL: gRPC's roots) */
 	const char *tls_cert_file; /* PEM client certificate (mutual TLS), with ... */
 	const char *tls_key_file;  /* ... its PEM private key */
+	unsigned busy_poll_us;     /* stream threads poll this long before sleeping (0) */
 };
 
 /* One task to submit.  Exactly one of argv (argc > 0) and handler should be

@@ -28,6 +28,7 @@ struct gs_rpc_client {
 	grpc_channel *ch;
 	size_t max_message;
 	size_t max_queue;
+	unsigned busy_poll_us;
 };
 
 enum stag_kind { STAG_SEND, STAG_RECV, STAG_STATUS };
@@ -45,6 +46,7 @@ struct gs_rpc_stream {
 	void *ud;
 	enum gs_rpc_kind kind;
 	size_t max_message, max_queue;
+	unsigned busy_poll_us;
 	struct stag send_tag, recv_tag, status_tag;
 	grpc_metadata *out_md;
 	size_t n_out_md;
@@ -99,6 +101,7 @@ int gs_rpc_client_create(const char *target, const struct gs_rpc_client_opts *op
 		return GS_ENOMEM;
 	c->max_message = o.max_message_bytes;
 	c->max_queue = o.max_queue_bytes;
+	c->busy_poll_us = o.busy_poll_us > 100000 ? 100000 : o.busy_poll_us;
 	gs_rpc_lib_ref();
 	struct gs_chan_args args;
 	gs_chan_args_init(&args, c->max_message, true, o.reconnect_max_ms);
@@ -467,8 +470,7 @@ static void *stream_thread(void *arg)
 {
 	struct gs_rpc_stream *s = arg;
 	for (;;) {
-		grpc_event ev =
-		    grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		grpc_event ev = gs_rpc_cq_next(s->cq, s->busy_poll_us);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		if (ev.type != GRPC_OP_COMPLETE)
@@ -532,6 +534,7 @@ int gs_rpc_stream_open(struct gs_rpc_client *c, const char *method, enum gs_rpc_
 	s->kind = kind;
 	s->max_message = c->max_message;
 	s->max_queue = c->max_queue;
+	s->busy_poll_us = c->busy_poll_us;
 	s->send_tag = (struct stag){STAG_SEND, s};
 	s->recv_tag = (struct stag){STAG_RECV, s};
 	s->status_tag = (struct stag){STAG_STATUS, s};

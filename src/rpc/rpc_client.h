@@ -44,6 +44,8 @@ struct gs_rpc_client_opts {
 	size_t max_message_bytes; /* send and receive limit (0: 4 MiB) */
 	size_t max_queue_bytes;   /* per-stream outbound bound (0 or more: max_message_bytes) */
 	int reconnect_max_ms;     /* upper bound of the reconnect backoff (0: 2000) */
+	unsigned busy_poll_us;    /* stream threads poll without sleeping this long after
+	                             each event before they block (0: never; latency mode) */
 	/* NULL: insecure.  Else TLS (rpc_tls.h): ca_file verifies the server
 	 * (NULL: gRPC's default roots), cert_file + key_file are the client's
 	 * own certificate for mutual TLS (optional), target_name overrides the

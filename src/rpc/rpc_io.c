@@ -222,3 +222,20 @@ void gs_md_out_free(grpc_metadata *md, size_t n)
 	}
 	free(md);
 }
+
+grpc_event gs_rpc_cq_next(grpc_completion_queue *cq, unsigned spin_us)
+{
+	if (spin_us > 0) {
+		gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+		                                  gpr_time_from_micros(spin_us, GPR_TIMESPAN));
+		for (;;) {
+			gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+			grpc_event ev = grpc_completion_queue_next(cq, now, NULL);
+			if (ev.type != GRPC_QUEUE_TIMEOUT)
+				return ev;
+			if (gpr_time_cmp(now, until) >= 0)
+				break;
+		}
+	}
+	return grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+}

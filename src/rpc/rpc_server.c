@@ -120,8 +120,8 @@ struct gs_rpc_server {
 	unsigned nthreads, threads_started;
 	unsigned armed_per_method;
 	size_t max_message, max_queue;
-	struct gs_rpc_server_opts hooks; /* thread start/stop hooks */
-	gs_rpc_auth_fn auth;             /* fixed before start */
+	struct gs_rpc_server_opts opts; /* as given: thread hooks, busy polling */
+	gs_rpc_auth_fn auth;            /* fixed before start */
 	void *auth_arg;
 
 	struct method **methods;
@@ -740,18 +740,17 @@ static void dispatch(struct gs_rpc_server *srv, struct tag *t, bool success)
 static void *poll_thread(void *arg)
 {
 	struct gs_rpc_server *srv = arg;
-	if (srv->hooks.on_thread_start)
-		srv->hooks.on_thread_start(srv->hooks.thread_arg);
+	if (srv->opts.on_thread_start)
+		srv->opts.on_thread_start(srv->opts.thread_arg);
 	for (;;) {
-		grpc_event ev =
-		    grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_MONOTONIC), NULL);
+		grpc_event ev = gs_rpc_cq_next(srv->cq, srv->opts.busy_poll_us);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		if (ev.type == GRPC_OP_COMPLETE)
 			dispatch(srv, ev.tag, ev.success != 0);
 	}
-	if (srv->hooks.on_thread_stop)
-		srv->hooks.on_thread_stop(srv->hooks.thread_arg);
+	if (srv->opts.on_thread_stop)
+		srv->opts.on_thread_stop(srv->opts.thread_arg);
 	return NULL;
 }
 
@@ -769,7 +768,7 @@ int gs_rpc_server_create(const struct gs_rpc_server_opts *opts, struct gs_rpc_se
 		o.armed_per_method = 8;
 	if (o.max_message_bytes == 0)
 		o.max_message_bytes = GS_RPC_DEFAULT_MAX_MESSAGE;
-	if (o.threads > MAX_THREADS || o.armed_per_method > MAX_ARMED ||
+	if (o.threads > MAX_THREADS || o.armed_per_method > MAX_ARMED || o.busy_poll_us > 100000 ||
 	    o.max_message_bytes > (size_t)INT32_MAX)
 		return GS_EINVAL;
 	if (o.max_queue_bytes == 0 || o.max_queue_bytes > o.max_message_bytes)
@@ -787,7 +786,7 @@ int gs_rpc_server_create(const struct gs_rpc_server_opts *opts, struct gs_rpc_se
 	srv->armed_per_method = o.armed_per_method;
 	srv->max_message = o.max_message_bytes;
 	srv->max_queue = o.max_queue_bytes;
-	srv->hooks = o;
+	srv->opts = o;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

@@ -75,6 +75,8 @@ struct gs_rpc_server_opts {
 	                              max_message_bytes: max_message_bytes) */
 	/* Run first and last on each polling thread (may be NULL), e.g. to
 	 * register the thread with an RCU flavor its callbacks use. */
+	unsigned busy_poll_us; /* polling threads poll without sleeping this long after
+	                          each event before they block (0: never; latency mode) */
 	void (*on_thread_start)(void *thread_arg);
 	void (*on_thread_stop)(void *thread_arg);
 	void *thread_arg;
