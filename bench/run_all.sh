@@ -171,21 +171,14 @@ done
 #    VmRSS before and after the fill.  gsched's server is its own process here.
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 gsched_memory() {
-  local log=$out/memory-server.log port="" before after line
-  "$gsched" server --listen 127.0.0.1:0 2>"$log" &
-  server_pid=$!
-  for _ in $(seq 100); do # at most 5 s for the port
-    port=$(sed -n 's/.*(port \([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
-    [ -n "$port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  if [ -z "$port" ]; then
-    say "FAILED: gsched server did not start: $(cat "$log")"
+  local before after line
+  gs_cluster_start 0 0
+  if [ "$gs_addr" = 127.0.0.1:0 ]; then
+    say "FAILED: gsched server did not start: $(cat "$out/gsched-server.log")"
     failures+=("gsched memory")
   else
     before=$(rss_kb "$server_pid")
-    line=$(timeout --foreground 300 "$gsched" bench --mode fill --server "127.0.0.1:$port" \
+    line=$(timeout --foreground 300 "$gsched" bench --mode fill --server "$gs_addr" \
       --tasks "$mem_tasks" --json 2>>"$out/stderr.log") || failures+=("gsched fill")
     sleep 0.5 # as run_peer.sh does before its second reading
     after=$(rss_kb "$server_pid")
@@ -193,9 +186,7 @@ gsched_memory() {
       "$1" "$mem_tasks" "$before" "$after" $(((after - before) * 1024 / mem_tasks)) \
       "${line:-null}" >>"$res"
   fi
-  kill "$server_pid" 2>/dev/null || true
-  wait "$server_pid" 2>/dev/null || true
-  server_pid=""
+  gs_cluster_stop
 }
 for ((r = 1; r <= runs; r++)); do
   say "gsched memory run $r ($mem_tasks queued tasks)"
