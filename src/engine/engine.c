@@ -88,6 +88,11 @@ const gs_geom *gs_engine_geom(const gs_engine *e)
 	return &e->geom;
 }
 
+uint32_t gs_engine_tasks_in_use(const gs_engine *e)
+{
+	return atomic_load_explicit(&e->tt.hdr->in_use, memory_order_relaxed);
+}
+
 gs_seg *gs_engine_segment(gs_engine *e)
 {
 	return &e->seg;

@@ -135,6 +135,9 @@ void gs_engine_close(gs_engine *e, bool unlink_name);
 int gs_engine_recover(gs_engine *e, gs_recovery_report *report);
 
 const gs_geom *gs_engine_geom(const gs_engine *e);
+
+/* Task slots not FREE (queued, delayed, on a worker, or a result kept). */
+uint32_t gs_engine_tasks_in_use(const gs_engine *e);
 gs_seg *gs_engine_segment(gs_engine *e);
 
 /* --- queues --------------------------------------------------------- */

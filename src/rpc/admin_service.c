@@ -109,6 +109,7 @@ static void stats(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size
 			alive++;
 	}
 	gs_pb_put_varint(&b, 2, g->max_tasks);
+	gs_pb_put_varint(&b, 3, gs_engine_tasks_in_use(s->eng));
 	gs_pb_put_varint(&b, 4, alive);
 	gs_pb_put_varint(&b, 5, (gs_now_us() - s->started_us) / 1000);
 	gs_service_reply(call, &b);
