@@ -158,6 +158,15 @@ static struct totals totals(struct env *e)
  * and malloc's per-call buffers and caches (a 50-task request is ~2 KiB). */
 #define RSS_SLACK_KIB (64u * 1024u)
 
+/* Under ASan (quarantine of freed memory, shadow memory) and TSan (shadow
+ * memory) the server's RSS says little about its own buffers: the memory
+ * bounds are asserted in the normal build only, and printed everywhere. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define RSS_CHECKED 0
+#else
+#define RSS_CHECKED 1
+#endif
+
 static struct gs_client_spec echo_spec(char *p, uint64_t n)
 {
 	int len = snprintf(p, 24, "ovl-%" PRIu64, n);
@@ -223,7 +232,8 @@ static void test_overload(void **state)
 	        "overload: %d rejected tasks in %" PRIu64 " ms; server VmRSS %" PRIu64
 	        " KiB before, max %" PRIu64 " KiB, after %" PRIu64 " KiB (bound +%u KiB)\n",
 	        BURST, gs_e2e_mono_ms() - t0, rss0, rss_max, rss1, RSS_SLACK_KIB);
-	assert_true(rss_max <= rss0 + RSS_SLACK_KIB);
+	if (RSS_CHECKED)
+		assert_true(rss_max <= rss0 + RSS_SLACK_KIB);
 	struct totals after = totals(e);
 	assert_int_equal(after.submitted, before.submitted);
 	assert_int_equal(after.queued, accepted);
@@ -465,7 +475,8 @@ static void test_slow_client(void **state)
 	 * 64 MiB) payload arena; the stalled stream itself may hold at most its
 	 * 4 MiB outbound queue.  Unbounded buffering of 16 MB would still pass
 	 * this, so the stream's end (below) is the sharper check. */
-	assert_true(rss1 <= rss0 + RSS_SLACK_KIB);
+	if (RSS_CHECKED)
+		assert_true(rss1 <= rss0 + RSS_SLACK_KIB);
 	if (rc == GS_EFULL) {
 		assert_non_null(strstr(err, "too slow"));
 		assert_true(b.results < N_SLOW);
