@@ -458,7 +458,13 @@ int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t atte
 	uint32_t q = s->queue; /* held: after the store below the slot may be reused */
 	/* release: the result fields above are visible with the final state. */
 	atomic_store_explicit(&s->word, gs_word_with_state(held, fin), memory_order_release);
-	gs_worker_pool_load_add(&e->wp, (uint32_t)worker, -1);
+	/* The worker may have been declared dead while we held the task (a
+	 * dead worker's scan skips COMPLETING tasks): its slot was then reset,
+	 * maybe reused, and this task is no longer in its load. */
+	uint32_t wslot, wstate;
+	if (gs_worker_pool_lookup(&e->wp, worker, &wslot, &wstate) == GS_OK &&
+	    wstate != GS_WORKER_DEAD)
+		gs_worker_pool_load_add(&e->wp, wslot, -1);
 	if (o->failed)
 		COUNT(e, q, failed, 1);
 	else
