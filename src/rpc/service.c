@@ -31,6 +31,9 @@ static void conn_free(void *ctx, void *arg)
 
 int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 {
+	if (o && o->client_token && o->worker_token &&
+	    strcmp(o->client_token, o->worker_token) == 0)
+		return GS_EINVAL;
 	gs_service *s = calloc(1, sizeof(*s));
 	if (!s)
 		return GS_ENOMEM;
@@ -47,26 +50,25 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 		s->o.max_batch = 100000;
 	s->o.client_token = NULL;
 	s->o.worker_token = NULL;
-	if (o && o->client_token && o->worker_token &&
-	    strcmp(o->client_token, o->worker_token) == 0) {
-		free(s);
-		return GS_EINVAL;
-	}
+	int rc = GS_ENOMEM;
 	if (o && o->client_token && o->client_token[0]) {
-		s->o.client_token = strdup(o->client_token);
+		if (!(s->o.client_token = strdup(o->client_token)))
+			goto fail;
 		s->client_token_len = strlen(o->client_token);
 	}
 	if (o && o->worker_token && o->worker_token[0]) {
-		s->o.worker_token = strdup(o->worker_token);
+		if (!(s->o.worker_token = strdup(o->worker_token)))
+			goto fail;
 		s->worker_token_len = strlen(o->worker_token);
 	}
-	if ((o && o->client_token && o->client_token[0] && !s->o.client_token) ||
-	    (o && o->worker_token && o->worker_token[0] && !s->o.worker_token)) {
-		gs_rpc_token_free((char *)s->o.client_token);
-		gs_rpc_token_free((char *)s->o.worker_token);
-		free(s);
-		return GS_ENOMEM;
-	}
+	uint32_t mw = gs_engine_geom(e)->max_workers;
+	if (!(s->batch.pos = malloc(mw * sizeof(*s->batch.pos))))
+		goto fail;
+	for (uint32_t i = 0; i < mw; i++)
+		s->batch.pos[i] = -1;
+	rc = gs_worker_table_create(conn_free, s, &s->workers);
+	if (rc != GS_OK)
+		goto fail;
 	s->started_us = gs_now_us();
 	pthread_mutex_init(&s->mu, NULL);
 	pthread_mutex_init(&s->wake_mu, NULL);
@@ -76,26 +78,14 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	pthread_cond_init(&s->dur_cv, NULL);
 	s->waits.next_wait = s->waits.prev_wait = &s->waits;
 	gs_delay_timer_init(&s->timer);
-	uint32_t mw = gs_engine_geom(e)->max_workers;
-	s->batch.pos = malloc(mw * sizeof(*s->batch.pos));
-	if (!s->batch.pos) {
-		gs_rpc_token_free((char *)s->o.client_token);
-		gs_rpc_token_free((char *)s->o.worker_token);
-		free(s);
-		return GS_ENOMEM;
-	}
-	for (uint32_t i = 0; i < mw; i++)
-		s->batch.pos[i] = -1;
-	int rc = gs_worker_table_create(conn_free, s, &s->workers);
-	if (rc != GS_OK) {
-		gs_rpc_token_free((char *)s->o.client_token);
-		gs_rpc_token_free((char *)s->o.worker_token);
-		free(s->batch.pos);
-		free(s);
-		return rc;
-	}
 	*out = s;
 	return GS_OK;
+fail:
+	gs_rpc_token_free((char *)s->o.client_token);
+	gs_rpc_token_free((char *)s->o.worker_token);
+	free(s->batch.pos);
+	free(s);
+	return rc;
 }
 
 #define WORKER_PREFIX "/gsched.v1.WorkerService/"
