@@ -51,6 +51,7 @@
 struct inbox_item {
 	struct inbox_item *next;
 	Gsched__V1__WorkerDown *msg;
+	bool acks_only; /* its assignments were answered on the stream thread */
 };
 
 /* A task not started yet (local FIFO): its own copy of the spec. */
@@ -113,7 +114,8 @@ struct agent {
 	 * itself (see answer_inline). */
 	atomic_bool idle_ready;
 	struct inbox_item *in_head, *in_tail;
-	bool in_bad; /* a message could not be decoded: the stream is cancelled */
+	size_t in_work; /* items in the inbox that are not acks_only */
+	bool in_bad;    /* a message could not be decoded: the stream is cancelled */
 	char in_bad_why[96];
 	bool in_closed;
 	int in_code;
@@ -868,7 +870,9 @@ static void session_abort(struct agent *a, const char *why)
 	gs_rpc_stream_cancel(a->stream);
 }
 
-static void on_down(struct agent *a, const Gsched__V1__WorkerDown *m)
+/* One message from the server; acks_only: its assignments were answered
+ * on the stream thread already (answer_inline). */
+static void on_down(struct agent *a, const Gsched__V1__WorkerDown *m, bool acks_only)
 {
 	if (a->st == S_REGISTERING) {
 		if (m->n_registered == 0 || m->registered[0] == NULL) {
@@ -898,7 +902,7 @@ static void on_down(struct agent *a, const Gsched__V1__WorkerDown *m)
 	}
 	/* Repeated fields of a batch lose their relative order: assignments
 	 * first, so a cancel or a drain in the same message finds them. */
-	for (size_t i = 0; i < m->n_assignments; i++)
+	for (size_t i = 0; !acks_only && i < m->n_assignments; i++)
 		if (m->assignments[i])
 			on_assignment(a, m->assignments[i]);
 	for (size_t i = 0; i < m->n_cancels; i++)
@@ -932,8 +936,9 @@ static bool instant_handler(const Gsched__V1__Assignment *as)
 }
 
 /*
- * The latency path: a message of nothing but instant handler calls, arriving
- * while the agent is idle, is answered on the stream thread at once, with no
+ * The latency path: a message of nothing but instant handler calls (and
+ * result acks, which the server rides on assignments), arriving while the
+ * agent is idle, is answered on the stream thread at once, with no
  * hand-over to the agent thread.  Its results are not kept for resending: if
  * they are lost with the connection, the server requeues the tasks (the
  * at-least-once contract), exactly as for tasks in flight.  Returns true when
@@ -941,8 +946,8 @@ static bool instant_handler(const Gsched__V1__Assignment *as)
  */
 static bool answer_inline(struct agent *a, struct gs_rpc_stream *s, const Gsched__V1__WorkerDown *m)
 {
-	if (m->n_registered || m->n_cancels || m->n_drain || m->n_result_acks ||
-	    m->n_assignments == 0 || m->n_assignments > a->slots)
+	if (m->n_registered || m->n_cancels || m->n_drain || m->n_assignments == 0 ||
+	    m->n_assignments > a->slots)
 		return false;
 	for (size_t i = 0; i < m->n_assignments; i++)
 		if (!instant_handler(m->assignments[i]))
@@ -997,11 +1002,15 @@ static void st_on_message(struct gs_rpc_stream *s, void *ud, const uint8_t *byte
 	if (bad)
 		return;
 	Gsched__V1__WorkerDown *m = gsched__v1__worker_down__unpack(NULL, len, bytes);
+	bool answered = false;
 	if (m && atomic_load_explicit(&a->idle_ready, memory_order_acquire)) {
+		/* Acks waiting in the inbox do not hold the fast path up: they
+		 * only stop resends, in any order. */
 		pthread_mutex_lock(&a->in_mu);
-		bool empty = a->in_head == NULL && !a->in_bad && !a->in_closed;
+		bool empty = a->in_work == 0 && !a->in_bad && !a->in_closed;
 		pthread_mutex_unlock(&a->in_mu);
-		if (empty && answer_inline(a, s, m)) {
+		answered = empty && answer_inline(a, s, m);
+		if (answered && m->n_result_acks == 0) {
 			gsched__v1__worker_down__free_unpacked(m, NULL);
 			return;
 		}
@@ -1010,6 +1019,8 @@ static void st_on_message(struct gs_rpc_stream *s, void *ud, const uint8_t *byte
 	pthread_mutex_lock(&a->in_mu);
 	if (it) {
 		it->msg = m;
+		it->acks_only = answered;
+		a->in_work += !answered;
 		if (a->in_tail)
 			a->in_tail->next = it;
 		else
@@ -1027,7 +1038,10 @@ static void st_on_message(struct gs_rpc_stream *s, void *ud, const uint8_t *byte
 			gsched__v1__worker_down__free_unpacked(m, NULL);
 		gs_rpc_stream_cancel(s);
 	}
-	gs_runner_wake(a->runner);
+	/* Acks alone can wait for the agent's next turn (at most POLL_CAP_MS):
+	 * no wake-up for them while the next task may be on its way. */
+	if (!answered)
+		gs_runner_wake(a->runner);
 }
 
 static void st_on_close(struct gs_rpc_stream *s, void *ud, int code, const char *details)
@@ -1047,6 +1061,7 @@ static void inbox_clear(struct agent *a)
 	pthread_mutex_lock(&a->in_mu);
 	struct inbox_item *it = a->in_head;
 	a->in_head = a->in_tail = NULL;
+	a->in_work = 0;
 	a->in_bad = false;
 	a->in_bad_why[0] = 0;
 	a->in_closed = false;
@@ -1179,6 +1194,7 @@ static void inbox_process(struct agent *a)
 	pthread_mutex_lock(&a->in_mu);
 	struct inbox_item *it = a->in_head;
 	a->in_head = a->in_tail = NULL;
+	a->in_work = 0;
 	bool closed = a->in_closed;
 	int code = a->in_code;
 	char details[sizeof(a->in_details)], bad_why[sizeof(a->in_bad_why)];
@@ -1190,7 +1206,7 @@ static void inbox_process(struct agent *a)
 		struct inbox_item *next = it->next;
 		/* A session being dropped or already over takes nothing more. */
 		if (!closed && !bad && a->local_reason[0] == 0)
-			on_down(a, it->msg);
+			on_down(a, it->msg, it->acks_only);
 		gsched__v1__worker_down__free_unpacked(it->msg, NULL);
 		free(it);
 		it = next;

@@ -19,6 +19,7 @@ void gs_worker_conn_unref(struct worker_conn *c)
 	if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	gs_rpc_call_unref(c->call);
+	gs_pb_buf_free(&c->acks);
 	free(c);
 }
 
@@ -76,6 +77,7 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	pthread_cond_init(&s->wake_cv, NULL);
 	pthread_mutex_init(&s->dur_mu, NULL);
 	pthread_cond_init(&s->dur_cv, NULL);
+	pthread_mutex_init(&s->ack_mu, NULL);
 	s->waits.next_wait = s->waits.prev_wait = &s->waits;
 	gs_delay_timer_init(&s->timer);
 	*out = s;
@@ -156,6 +158,7 @@ void gs_service_destroy(gs_service *s)
 {
 	if (!s)
 		return;
+	gs_worker_acks_flush(s, true);
 	gs_worker_table_destroy(s->workers);
 	gs_dur_free_all(s);
 	pthread_mutex_lock(&s->mu);
@@ -172,6 +175,7 @@ void gs_service_destroy(gs_service *s)
 	pthread_cond_destroy(&s->wake_cv);
 	pthread_mutex_destroy(&s->dur_mu);
 	pthread_cond_destroy(&s->dur_cv);
+	pthread_mutex_destroy(&s->ack_mu);
 	gs_rpc_token_free((char *)s->o.client_token);
 	gs_rpc_token_free((char *)s->o.worker_token);
 	free(s);
@@ -280,6 +284,7 @@ void gs_service_tick(gs_service *s, uint64_t now_us)
 	                                    dead, 64);
 	for (size_t i = 0; i < n; i++)
 		gs_worker_lost(s, dead[i], now_us);
+	gs_worker_acks_flush(s, false);
 	pthread_mutex_lock(&s->mu);
 	for (struct waiter *w = s->waits.next_wait, *nx; w != &s->waits; w = nx) {
 		nx = w->next_wait;

@@ -74,7 +74,15 @@ struct worker_conn {
 	uint32_t slots;
 	uint64_t registered_us;
 	atomic_bool lost; /* declared dead: its stream is being torn down */
-	atomic_int refs;  /* the stream's (until on_close) + the worker table's */
+	atomic_int refs;  /* the stream's (until on_close) + the worker table's
+	                   * + svc->ack_list's while on it */
+	/* Result acks not sent yet, under svc->ack_mu.  They only stop the
+	 * worker's resends (due a second or more later), so they ride on the
+	 * next assignment message to this worker, or go out with the
+	 * Register's next tick: no message and no wake-up of their own. */
+	gs_pb_buf acks;
+	bool on_ack_list;
+	struct worker_conn *ack_next;
 };
 
 /* Drops a reference; the last one drops the call reference and frees. */
@@ -115,6 +123,10 @@ struct gs_service {
 
 	_Atomic uint64_t dispatched, results, stale_results, workers_lost;
 
+	/* Workers with result acks pending (worker_conn.acks), under ack_mu. */
+	pthread_mutex_t ack_mu;
+	struct worker_conn *ack_list;
+
 	/* The write-ahead log's held replies (durable.c), under dur_mu. */
 	atomic_bool log_failed;
 	pthread_mutex_t dur_mu;
@@ -148,6 +160,9 @@ void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t 
 void gs_worker_batch_add(gs_service *s, const gs_assignment *a);
 /* Sends the pass's messages, one per worker (under sched_mu). */
 void gs_worker_batch_flush(gs_service *s);
+/* Sends every worker's pending result acks (the Register's tick), or with
+ * drop, frees them unsent (service destroy).  Any thread, no lock held. */
+void gs_worker_acks_flush(gs_service *s, bool drop);
 /* task_service.c, admin_service.c */
 int gs_task_service_register(gs_service *s, struct gs_rpc_server *srv);
 int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv);

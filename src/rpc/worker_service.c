@@ -75,15 +75,79 @@ void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
 	gs_service_kick(s);
 }
 
-static int send_to_worker(gs_service *s, uint64_t wid, const gs_pb_buf *b)
+/* Acks pending for one worker past this many bytes (~2,300 results) are
+ * sent at once rather than held for a ride. */
+#define ACK_SEND_BYTES (32u * 1024u)
+
+/* Moves c's pending acks to the end of b (WorkerDown fields concatenate).
+ * Acks lost to an allocation failure cost the worker a resend, no more. */
+static void acks_take(gs_service *s, struct worker_conn *c, gs_pb_buf *b)
+{
+	pthread_mutex_lock(&s->ack_mu);
+	if (c->acks.len && !c->acks.oom)
+		gs_pb_put_raw(b, c->acks.data, c->acks.len);
+	gs_pb_buf_reset(&c->acks);
+	pthread_mutex_unlock(&s->ack_mu);
+}
+
+static int send_to_worker(gs_service *s, uint64_t wid, gs_pb_buf *b)
 {
 	int rc = GS_ENOTFOUND;
 	gs_worker_table_read_lock();
 	gs_worker_rec *rec = gs_worker_table_find(s->workers, wid);
-	if (rec)
-		rc = gs_rpc_call_send(((struct worker_conn *)rec->ctx)->call, b->data, b->len);
+	if (rec) {
+		struct worker_conn *c = rec->ctx;
+		acks_take(s, c, b);
+		rc = b->oom ? GS_ENOMEM : gs_rpc_call_send(c->call, b->data, b->len);
+	}
 	gs_worker_table_read_unlock();
 	return rc;
+}
+
+/* Queues one result's ack for c (see worker_conn.acks); returns true when
+ * enough are pending to send them now. */
+static bool ack_add(gs_service *s, struct worker_conn *c, uint64_t id, uint32_t attempt)
+{
+	pthread_mutex_lock(&s->ack_mu);
+	size_t m = gs_pb_begin(&c->acks, 5); /* WorkerDown.result_acks */
+	gs_pb_put_fixed64(&c->acks, 1, id);
+	gs_pb_put_varint(&c->acks, 2, attempt);
+	gs_pb_end(&c->acks, m);
+	if (!c->on_ack_list) {
+		c->on_ack_list = true;
+		atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+		c->ack_next = s->ack_list;
+		s->ack_list = c;
+	}
+	bool full = c->acks.len >= ACK_SEND_BYTES;
+	pthread_mutex_unlock(&s->ack_mu);
+	return full;
+}
+
+void gs_worker_acks_flush(gs_service *s, bool drop)
+{
+	pthread_mutex_lock(&s->ack_mu);
+	struct worker_conn *c = s->ack_list;
+	s->ack_list = NULL;
+	pthread_mutex_unlock(&s->ack_mu);
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	while (c) {
+		struct worker_conn *next = c->ack_next;
+		pthread_mutex_lock(&s->ack_mu);
+		c->on_ack_list = false;
+		c->ack_next = NULL;
+		pthread_mutex_unlock(&s->ack_mu);
+		gs_pb_buf_reset(&b);
+		acks_take(s, c, &b);
+		/* A worker that is gone or too slow to take these resends its
+		 * results, which is all an ack spares it. */
+		if (!drop && b.len && !b.oom && !atomic_load(&c->lost))
+			(void)gs_rpc_call_send(c->call, b.data, b.len);
+		gs_worker_conn_unref(c);
+		c = next;
+	}
+	gs_pb_buf_free(&b);
 }
 
 void gs_worker_batch_add(gs_service *s, const gs_assignment *a)
@@ -267,16 +331,13 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	if (up->n_results) {
 		uint64_t *done = malloc(up->n_results * sizeof(*done));
 		size_t n_done = 0;
-		gs_pb_buf frag, acks;
+		gs_pb_buf frag;
 		gs_pb_buf_init(&frag);
-		gs_pb_buf_init(&acks);
+		bool acks_due = false;
 		for (size_t i = 0; i < up->n_results; i++) {
 			const Gsched__V1__WorkResult *r = up->results[i];
 			/* Recorded or refused as stale: either way, stop resending. */
-			size_t m = gs_pb_begin(&acks, 5); /* WorkerDown.result_acks */
-			gs_pb_put_fixed64(&acks, 1, r->id);
-			gs_pb_put_varint(&acks, 2, r->attempt);
-			gs_pb_end(&acks, m);
+			acks_due |= ack_add(s, c, r->id, r->attempt);
 			gs_pb_buf_reset(&frag);
 			gs_codec_result_fragment(&frag, r);
 			gs_outcome o = {
@@ -304,10 +365,10 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 				                          memory_order_relaxed);
 		}
 		gs_pb_buf_free(&frag);
-		if (!acks.oom)
-			gs_rpc_call_send(call, acks.data, acks.len);
-		gs_pb_buf_free(&acks);
 		atomic_fetch_add_explicit(&s->results, n_done, memory_order_relaxed);
+		/* The latency path first: the results to their waiters, then the
+		 * freed slots to the scheduler (whose next assignment to this
+		 * worker carries the acks). */
 		if (n_done) {
 			pthread_mutex_lock(&s->mu);
 			for (size_t i = 0; i < n_done; i++)
@@ -315,6 +376,14 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			gs_plm_flush(s, now);
 			pthread_mutex_unlock(&s->mu);
 			gs_service_kick(s);
+		}
+		if (acks_due) {
+			gs_pb_buf b;
+			gs_pb_buf_init(&b);
+			acks_take(s, c, &b);
+			if (b.len && !b.oom)
+				(void)gs_rpc_call_send(call, b.data, b.len);
+			gs_pb_buf_free(&b);
 		}
 		free(done);
 	}
