@@ -5,7 +5,8 @@ JOBS   ?= 2
 CMAKE  ?= cmake
 BUILD  := build
 
-.PHONY: all setup build build-sanitize build-fuzz run test bench-engine bench format clean fuzz
+.PHONY: all setup build build-sanitize build-fuzz run test bench-engine bench format clean fuzz \
+	chaos soak
 
 all: build
 
@@ -37,6 +38,21 @@ build-fuzz: setup
 FUZZ_SECONDS ?= 600
 fuzz: build-fuzz
 	@tests/fuzz/run_fuzz.sh $(BUILD)-fuzz $(FUZZ_SECONDS) 2
+
+# The "Nothing lost" chaos test, full size (tests/chaos/chaos.c, docs/DURABILITY.md):
+# 100,000 tasks, a worker SIGKILLed every ~0.5 s, the server 5 times (2 of them
+# replaying the log).  ctest runs a short variant (test `chaos`).
+CHAOS_ARGS ?= --tasks 100000 --server-kills 5 --replay-kills 2 --worker-kill-ms 500
+chaos: build
+	@$(BUILD)/tests/chaos/chaos --bin $(BUILD)/gsched $(CHAOS_ARGS)
+
+# The soak test (tests/soak/soak.c, docs/BENCHMARKS.md "Soak"): one server, 200
+# client streams and 50 worker agents in separate processes, a steady load for
+# SOAK_SECONDS; nothing lost or doubled, the server's RSS flat.  ctest runs a
+# 40 s variant (test soak_short).
+SOAK_SECONDS ?= 600
+soak: build
+	@$(BUILD)/tests/soak/gs_soak run --gsched $(BUILD)/gsched --seconds $(SOAK_SECONDS)
 
 run: build
 	@$(BUILD)/gsched local --demo

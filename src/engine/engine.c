@@ -25,6 +25,7 @@ static void bind_all(gs_engine *e, bool format)
 	gs_arena_bind(&e->arena, b + L->pages, b + L->arena, g, format);
 	gs_worker_pool_bind(&e->wp, b + L->workers, b + L->dirty, g->max_workers, format);
 	gs_worker_heap_bind(&e->wh, b + L->wheap, g->max_workers, format);
+	gs_idem_bind(&e->it, b + L->keys, g, &e->tt, &e->arena, format);
 }
 
 int gs_engine_create(const gs_engine_opts *o, gs_engine **out)
@@ -123,6 +124,7 @@ int gs_engine_queue_stats(const gs_engine *e, uint32_t qid, gs_queue_stats *out)
 	out->cancelled = atomic_load_explicit(&c->cancelled, memory_order_relaxed);
 	out->requeued = atomic_load_explicit(&c->requeued, memory_order_relaxed);
 	out->delayed = atomic_load_explicit(&c->delayed, memory_order_relaxed);
+	out->running = atomic_load_explicit(&c->running, memory_order_relaxed);
 	return GS_OK;
 }
 
@@ -199,16 +201,21 @@ static void submit_undo(gs_engine *e, const uint64_t *ids, size_t n)
 	}
 }
 
-int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t now_us,
-                     uint64_t *ids)
+/* Checks every spec: the first error, or GS_OK. */
+static int specs_check(const gs_engine *e, const gs_task_spec *specs, size_t n)
 {
-	if (!e || !specs || !ids || n == 0)
-		return GS_EINVAL;
 	for (size_t i = 0; i < n; i++) {
 		int rc = spec_check(e, &specs[i]);
 		if (rc != GS_OK)
 			return rc;
 	}
+	return GS_OK;
+}
+
+/* Reserves and fills n slots (RESERVED, not yet visible); all or nothing. */
+static int submit_fill(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t now_us,
+                       uint64_t *ids)
+{
 	for (size_t i = 0; i < n; i++) {
 		const gs_task_spec *sp = &specs[i];
 		int rc = gs_task_table_reserve(&e->tt, &ids[i]);
@@ -250,6 +257,12 @@ int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t
 			s->payload_ref = ref;
 		}
 	}
+	return GS_OK;
+}
+
+/* Publishes the slots submit_fill() filled.  Nothing here can fail. */
+static void submit_publish(gs_engine *e, const uint64_t *ids, size_t n)
+{
 	/* Every slot is filled: publish them.  Nothing below can fail. */
 	for (size_t i = 0; i < n; i++) {
 		uint32_t ix = gs_task_id_slot(ids[i]);
@@ -276,7 +289,80 @@ int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t
 			queue_task(e, s, &w, gs_word_make(gen, 0, 1, true, GS_TASK_QUEUED), ids[i]);
 		}
 	}
+}
+
+int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t now_us,
+                     uint64_t *ids)
+{
+	if (!e || !specs || !ids || n == 0)
+		return GS_EINVAL;
+	int rc = specs_check(e, specs, n);
+	if (rc == GS_OK)
+		rc = submit_fill(e, specs, n, now_us, ids);
+	if (rc == GS_OK)
+		submit_publish(e, ids, n);
+	return rc;
+}
+
+int gs_engine_submit_idem(gs_engine *e, const gs_idem_req *k, const gs_task_spec *specs, size_t n,
+                          uint64_t now_us, uint64_t *ids, enum gs_idem_outcome *outcome)
+{
+	if (!e || !k || !specs || !ids || !outcome || n == 0 || n > UINT32_MAX)
+		return GS_EINVAL;
+	*outcome = GS_IDEM_NEW;
+	int rc = specs_check(e, specs, n);
+	if (rc != GS_OK)
+		return rc;
+	bool existing = false;
+	uint32_t slot;
+	rc = gs_idem_begin(&e->it, k->key, k->key_len, k->digest, (uint32_t)n, now_us, ids,
+	                   &existing, &slot, NULL);
+	if (existing) {
+		if (rc == GS_OK)
+			*outcome = GS_IDEM_EXISTING;
+		return rc;
+	}
+	if (rc == GS_EFULL)
+		*outcome = GS_IDEM_KEYS_FULL;
+	if (rc != GS_OK)
+		return rc;
+	rc = submit_fill(e, specs, n, now_us, ids);
+	if (rc != GS_OK) {
+		gs_idem_abort(&e->it, slot);
+		return rc;
+	}
+	/* The key is LIVE before any of its tasks is visible: a process killed
+	 * once one is visible leaves the key with it (recovery keeps keys with a
+	 * task left), so a retry never queues a second set beside the first. */
+	gs_idem_commit(&e->it, slot, ids);
+	submit_publish(e, ids, n);
 	return GS_OK;
+}
+
+uint32_t gs_engine_idem_capacity(const gs_engine *e)
+{
+	return gs_idem_capacity(&e->it);
+}
+
+uint32_t gs_engine_idem_max_ids(const gs_engine *e)
+{
+	return gs_idem_max_ids(&e->it);
+}
+
+int gs_engine_idem_at(const gs_engine *e, uint32_t index, gs_idem_info *info, uint64_t *ids,
+                      size_t cap)
+{
+	if (!e)
+		return GS_EINVAL;
+	return gs_idem_at(&e->it, index, info, ids, cap);
+}
+
+int gs_engine_idem_restore(gs_engine *e, const gs_idem_req *k, uint64_t created_us,
+                           const uint64_t *ids, size_t n)
+{
+	if (!e || !k || n > UINT32_MAX)
+		return GS_EINVAL;
+	return gs_idem_restore(&e->it, k->key, k->key_len, k->digest, created_us, ids, (uint32_t)n);
 }
 
 /* --- assignment -------------------------------------------------------- */
@@ -403,11 +489,14 @@ int gs_engine_start(gs_engine *e, uint64_t task, uint64_t worker, uint32_t attem
 	if (rc != GS_OK)
 		return rc;
 	if (gs_word_state(w) == GS_TASK_RUNNING)
-		return GS_OK; /* a repeated report */
+		return GS_OK;  /* a repeated report */
+	uint32_t q = s->queue; /* before the CAS: see queue_task */
 	if (!gs_task_table_cas(s, &w, gs_word_with_state(w, GS_TASK_RUNNING)))
 		return GS_ESTALE;
 	atomic_store_explicit(&s->t_start, gs_ts_pack(s->t_submit_us, now_us),
 	                      memory_order_relaxed);
+	COUNT(e, q, assigned, -1);
+	COUNT(e, q, running, 1);
 	return GS_OK;
 }
 
@@ -469,6 +558,10 @@ int gs_engine_finish(gs_engine *e, uint64_t task, uint64_t worker, uint32_t atte
 		COUNT(e, q, failed, 1);
 	else
 		COUNT(e, q, done, 1);
+	if (gs_word_state(w) == GS_TASK_RUNNING)
+		COUNT(e, q, running, -1);
+	else
+		COUNT(e, q, assigned, -1);
 	return GS_OK;
 }
 
@@ -502,6 +595,12 @@ int gs_engine_cancel(gs_engine *e, uint64_t task, uint64_t now_us, uint64_t *wor
 		COUNT(e, q, cancelled, 1);
 		if (st == GS_TASK_QUEUED)
 			COUNT(e, q, queued, -1);
+		else if (st == GS_TASK_DELAYED)
+			COUNT(e, q, delayed, -1);
+		else if (st == GS_TASK_ASSIGNED)
+			COUNT(e, q, assigned, -1);
+		else
+			COUNT(e, q, running, -1);
 		if (st == GS_TASK_ASSIGNED || st == GS_TASK_RUNNING) {
 			uint32_t wslot = gs_word_worker(w) - 1;
 			uint64_t ww =
@@ -675,9 +774,11 @@ int gs_engine_delayed_release(gs_engine *e, uint64_t task, uint64_t now_us)
 	if (gs_word_linked(w))
 		return GS_EBUSY; /* still on the inbox: gs_engine_delayed_take() it first */
 	uint64_t want = gs_word_make(gs_word_gen(w), 0, gs_word_attempt(w), true, GS_TASK_QUEUED);
-	/* `delayed` is a total like every counter but `queued` (task_heap.h):
-	 * releasing a task does not take it back. */
-	return queue_task(e, s, &w, want, task);
+	uint32_t q = s->queue; /* before the CAS: see queue_task */
+	rc = queue_task(e, s, &w, want, task);
+	if (rc == GS_OK)
+		COUNT(e, q, delayed, -1);
+	return rc;
 }
 
 /* --- workers ----------------------------------------------------------- */
@@ -728,6 +829,10 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 			if (queue_task(e, s, &w, want, id) != GS_OK)
 				continue;
 			COUNT(e, q, requeued, 1);
+			if (st == GS_TASK_RUNNING)
+				COUNT(e, q, running, -1);
+			else
+				COUNT(e, q, assigned, -1);
 			if (fn)
 				fn(id, GS_TASK_QUEUED, arg);
 			return;
@@ -743,6 +848,10 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 		atomic_store_explicit(&s->word, gs_word_with_state(want, GS_TASK_FAILED),
 		                      memory_order_release);
 		COUNT(e, q, failed, 1);
+		if (st == GS_TASK_RUNNING)
+			COUNT(e, q, running, -1);
+		else
+			COUNT(e, q, assigned, -1);
 		if (fn)
 			fn(id, GS_TASK_FAILED, arg);
 		return;
@@ -958,7 +1067,7 @@ int gs_engine_restore(gs_engine *e, const gs_restore_task *t, uint64_t now_us)
 		atomic_store_explicit(&s->word,
 		                      gs_word_make(gen, 0, attempt, false, GS_TASK_DELAYED),
 		                      memory_order_relaxed);
-		COUNT(e, t->queue, delayed, 1);
+		/* The gauges are recounted by gs_engine_restore_finish(). */
 	} else {
 		/* Pushed now, in call order: FIFO within a priority survives. */
 		atomic_store_explicit(&s->word, gs_word_make(gen, 0, attempt, true, GS_TASK_QUEUED),

@@ -14,14 +14,14 @@
  * worker's tasks (attempt + 1) or fails them with GS_REASON_WORKER_LOST.
  *
  * Thread-safety, per function:
- *   any thread, any process: submit, pop_assign, start, finish, cancel,
+ *   any thread, any process: submit, submit_idem, idem_at, pop_assign, start, finish, cancel,
  *     task_info/payload/result, queue, queue_stats, worker_register,
  *     worker_heartbeat, worker_drain, worker_dead, worker_expired,
  *     worker_tasks, worker_info, delayed_release.
  *   the scheduler only (one thread at a time): dispatch, delayed_take.
  *   the owner of a task's result (no concurrent reader): release.
  *   quiescent (no other thread or process using the segment): create,
- *     close, recover.
+ *     close, recover, restore, idem_restore, restore_finish.
  *
  * Buffers: pointers returned by task_payload/task_result point into the
  * segment and stay valid until the task is released.  Spec payloads and
@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "idem_table.h"
 #include "segment.h"
 #include "task_table.h"
 #include "worker_pool.h"
@@ -93,8 +94,13 @@ typedef struct gs_task_info {
 	uint64_t submitted_us, assigned_us, started_us, finished_us, not_before_us;
 } gs_task_info;
 
+/* A queue's counters (task_heap.h).  Gauges, tasks in that state now:
+ * queued, delayed, assigned (given to a worker, not started), running.
+ * Totals since the segment was made: submitted, done, failed, cancelled,
+ * requeued (attempts put back after a lost worker). */
 typedef struct gs_queue_stats {
-	uint64_t queued, submitted, assigned, done, failed, cancelled, requeued, delayed;
+	uint64_t queued, delayed, assigned, running;
+	uint64_t submitted, done, failed, cancelled, requeued;
 } gs_queue_stats;
 
 typedef struct gs_worker_info {
@@ -156,6 +162,60 @@ int gs_engine_queue_stats(const gs_engine *e, uint32_t qid, gs_queue_stats *out)
  */
 int gs_engine_submit(gs_engine *e, const gs_task_spec *specs, size_t n, uint64_t now_us,
                      uint64_t *ids);
+
+/* --- idempotency keys (idem_table.h) --------------------------------- */
+
+/* A request's idempotency key: 1..GS_IDEM_MAX_KEY bytes of any content, and
+ * a digest of the request (the caller's choice, e.g. a hash of the specs; a
+ * retry must bring the same one). */
+typedef struct gs_idem_req {
+	const void *key;
+	uint32_t key_len;
+	uint64_t digest;
+} gs_idem_req;
+
+enum gs_idem_outcome {
+	GS_IDEM_NEW = 0,       /* the tasks were submitted and the key recorded */
+	GS_IDEM_EXISTING = 1,  /* the key's first request: ids[] are its IDs */
+	GS_IDEM_KEYS_FULL = 2, /* GS_EFULL came from the key table, not the task table */
+};
+
+/*
+ * gs_engine_submit under an idempotency key.  A key still live (at least
+ * one of the tasks it created is not yet released) with the same n and
+ * digest: ids[] receive those IDs, nothing is submitted, *outcome is
+ * GS_IDEM_EXISTING.  Otherwise the tasks are submitted as by
+ * gs_engine_submit and the key is recorded with their IDs (GS_IDEM_NEW).
+ * Errors as gs_engine_submit, and: GS_EINVAL (key length 0 or over
+ * GS_IDEM_MAX_KEY), GS_ESTATE (the key is live with another n or digest:
+ * nothing changed), GS_EBUSY (the same key is being submitted by another
+ * thread right now: retry, and get its IDs), GS_EFULL with
+ * GS_IDEM_KEYS_FULL (no room in the key table: the key's window holds only
+ * live keys), GS_ETOOBIG (n over gs_engine_idem_max_ids).
+ */
+int gs_engine_submit_idem(gs_engine *e, const gs_idem_req *k, const gs_task_spec *specs, size_t n,
+                          uint64_t now_us, uint64_t *ids, enum gs_idem_outcome *outcome);
+
+/* Entries of the key table (geometry max_keys); the most IDs one key holds. */
+uint32_t gs_engine_idem_capacity(const gs_engine *e);
+uint32_t gs_engine_idem_max_ids(const gs_engine *e);
+
+/*
+ * The live key in entry `index` < capacity, for listing (a snapshot): info,
+ * and up to cap of its info->n IDs copied to ids.  GS_ENOTFOUND (no live key
+ * there), GS_EBUSY (it changed while being read: read again).  Any thread.
+ */
+int gs_engine_idem_at(const gs_engine *e, uint32_t index, gs_idem_info *info, uint64_t *ids,
+                      size_t cap);
+
+/*
+ * Puts a key back with its task IDs (log replay: quiescent, after the tasks
+ * were restored, before gs_engine_restore_finish).  GS_ENOTFOUND if none of
+ * those tasks is in the engine (the key is dead: callers skip it),
+ * GS_ESTATE (already there), GS_EFULL, GS_ETOOBIG, GS_EINVAL.
+ */
+int gs_engine_idem_restore(gs_engine *e, const gs_idem_req *k, uint64_t created_us,
+                           const uint64_t *ids, size_t n);
 
 /*
  * Pops the next task of queue `queue` and assigns it to `worker` in one CAS,

@@ -7,6 +7,7 @@
 
 #include "arena.h"
 #include "engine.h"
+#include "idem_table.h"
 #include "task_heap.h"
 #include "worker_heap.h"
 
@@ -17,7 +18,8 @@ struct gs_engine {
 	gs_arena arena;
 	gs_worker_pool wp;
 	gs_worker_heap wh;
-	gs_geom geom; /* copy of the segment's geometry */
+	gs_idem_table it; /* idempotency keys */
+	gs_geom geom;     /* copy of the segment's geometry */
 };
 
 #endif /* GS_ENGINE_IMPL_H */

@@ -55,6 +55,11 @@ static void mark_block(struct used_map *u, uint32_t ref)
 		u->bits[ref / 64] |= 1ull << (ref % 64);
 }
 
+static void mark_ref(uint32_t ref, void *arg)
+{
+	mark_block(arg, ref);
+}
+
 static void set_word(struct gs_task_slot *s, uint64_t w)
 {
 	atomic_store_explicit(&s->word, w, memory_order_relaxed);
@@ -96,7 +101,8 @@ static int repair(gs_engine *e, gs_recovery_report *rep)
 	}
 
 	/* 4. Every slot: finish or undo what a dead process left half-done. */
-	uint64_t queued[GS_MAX_QUEUES] = {0};
+	uint64_t queued[GS_MAX_QUEUES] = {0}, delayed[GS_MAX_QUEUES] = {0};
+	uint64_t assigned[GS_MAX_QUEUES] = {0}, running[GS_MAX_QUEUES] = {0};
 	atomic_store_explicit(&e->tt.hdr->free_head, 0, memory_order_relaxed);
 	atomic_store_explicit(&e->tt.hdr->delayed, 0, memory_order_relaxed);
 	uint32_t in_use = 0;
@@ -182,6 +188,12 @@ static int repair(gs_engine *e, gs_recovery_report *rep)
 		}
 		mark_block(&used, s->payload_ref);
 		uint32_t fin = gs_word_state(atomic_load_explicit(&s->word, memory_order_relaxed));
+		if (fin == GS_TASK_DELAYED)
+			delayed[s->queue]++;
+		else if (fin == GS_TASK_ASSIGNED)
+			assigned[s->queue]++;
+		else if (fin == GS_TASK_RUNNING)
+			running[s->queue]++;
 		if (fin == GS_TASK_DONE || fin == GS_TASK_FAILED || fin == GS_TASK_CANCELLED ||
 		    fin == GS_TASK_RELEASED)
 			mark_block(&used, s->result_ref);
@@ -190,14 +202,23 @@ static int repair(gs_engine *e, gs_recovery_report *rep)
 	}
 	atomic_store_explicit(&e->tt.hdr->in_use, in_use, memory_order_relaxed);
 
-	/* 5. Arena: every block no live slot refers to is free. */
+	/* 4b. Idempotency keys: half-inserted ones and those none of whose
+	 * tasks is left go; the ID lists of the others keep their blocks. */
+	gs_idem_repair(&e->it, mark_ref, &used);
+
+	/* 5. Arena: every block no live slot or key refers to is free. */
 	gs_arena_rebuild(&e->arena, block_used, &used);
 
 	/* 6. Loads and counters recomputed; the scheduler's heaps rebuilt. */
 	for (uint32_t i = 0; i < e->geom.max_workers; i++)
 		atomic_store_explicit(&e->wp.slots[i].load, loads[i], memory_order_relaxed);
-	for (uint32_t q = 0; q < GS_MAX_QUEUES; q++)
-		atomic_store_explicit(&e->th.queues[q].c.queued, queued[q], memory_order_relaxed);
+	for (uint32_t q = 0; q < GS_MAX_QUEUES; q++) {
+		struct gs_queue_counters *c = &e->th.queues[q].c;
+		atomic_store_explicit(&c->queued, queued[q], memory_order_relaxed);
+		atomic_store_explicit(&c->delayed, delayed[q], memory_order_relaxed);
+		atomic_store_explicit(&c->assigned, assigned[q], memory_order_relaxed);
+		atomic_store_explicit(&c->running, running[q], memory_order_relaxed);
+	}
 	gs_worker_heap_rebuild(&e->wh, &e->wp);
 
 	free(r.seen);
@@ -264,7 +285,9 @@ int gs_engine_check(gs_engine *e, char *msg, size_t msg_len)
 			r.seen[h - 1] |= 0x80;
 		}
 	}
-	uint64_t queued[GS_MAX_QUEUES] = {0};
+	/* queued, delayed, assigned, running per queue (the gauges) */
+	uint64_t gauge[GS_MAX_QUEUES][4];
+	memset(gauge, 0, sizeof(gauge));
 	for (uint32_t ix = 0; ix < hw && rc == GS_OK; ix++) {
 		bool inbox = r.seen[ix] & 0x80;
 		r.seen[ix] &= 0x7f;
@@ -287,8 +310,15 @@ int gs_engine_check(gs_engine *e, char *msg, size_t msg_len)
 			snprintf(msg, msg_len, "slot %u held in %s", ix, gs_task_state_name(st));
 			rc = GS_ESTATE;
 		}
+		uint32_t sq = e->tt.slots[ix].queue;
 		if (st == GS_TASK_QUEUED)
-			queued[e->tt.slots[ix].queue]++;
+			gauge[sq][0]++;
+		else if (st == GS_TASK_DELAYED)
+			gauge[sq][1]++;
+		else if (st == GS_TASK_ASSIGNED)
+			gauge[sq][2]++;
+		else if (st == GS_TASK_RUNNING)
+			gauge[sq][3]++;
 		if ((st == GS_TASK_ASSIGNED || st == GS_TASK_RUNNING) && gs_word_worker(w))
 			loads[gs_word_worker(w) - 1]++;
 	}
@@ -300,12 +330,20 @@ int gs_engine_check(gs_engine *e, char *msg, size_t msg_len)
 			rc = GS_ESTATE;
 		}
 	}
+	static const char *const gauge_name[4] = {"queued", "delayed", "assigned", "running"};
 	for (uint32_t q = 0; q < GS_MAX_QUEUES && rc == GS_OK; q++) {
-		uint64_t c = atomic_load_explicit(&e->th.queues[q].c.queued, memory_order_relaxed);
-		if (c != queued[q]) {
-			snprintf(msg, msg_len, "queue %u counts %llu queued but has %llu", q,
-			         (unsigned long long)c, (unsigned long long)queued[q]);
-			rc = GS_ESTATE;
+		const struct gs_queue_counters *qc = &e->th.queues[q].c;
+		uint64_t c[4] = {atomic_load_explicit(&qc->queued, memory_order_relaxed),
+		                 atomic_load_explicit(&qc->delayed, memory_order_relaxed),
+		                 atomic_load_explicit(&qc->assigned, memory_order_relaxed),
+		                 atomic_load_explicit(&qc->running, memory_order_relaxed)};
+		for (int g = 0; g < 4 && rc == GS_OK; g++) {
+			if (c[g] != gauge[q][g]) {
+				snprintf(msg, msg_len, "queue %u counts %llu %s but has %llu", q,
+				         (unsigned long long)c[g], gauge_name[g],
+				         (unsigned long long)gauge[q][g]);
+				rc = GS_ESTATE;
+			}
 		}
 	}
 	free(r.seen);

@@ -14,6 +14,7 @@
 
 #include "arena.h"
 #include "gs_error.h"
+#include "idem_table.h"
 #include "task_heap.h"
 #include "task_table.h"
 #include "worker_heap.h"
@@ -29,6 +30,12 @@ void gs_geom_defaults(gs_geom *g)
 		g->max_payload = 1u << 20;
 	if (!g->arena_bytes)
 		g->arena_bytes = 64ull << 20;
+	if (!g->max_keys) {
+		uint32_t k = 1024;
+		while (k < g->max_tasks / 128 && k < (1u << 16))
+			k <<= 1;
+		g->max_keys = k;
+	}
 }
 
 int gs_geom_check(const gs_geom *g)
@@ -38,6 +45,8 @@ int gs_geom_check(const gs_geom *g)
 	if (g->max_workers < 1 || g->max_workers > GS_MAX_WORKERS)
 		return GS_EINVAL;
 	if (g->max_payload < 1 || g->max_payload > (256u << 20))
+		return GS_EINVAL;
+	if (g->max_keys < 16 || g->max_keys > (1u << 24) || (g->max_keys & (g->max_keys - 1)))
 		return GS_EINVAL;
 	uint32_t page = gs_arena_page_size(g);
 	if (g->arena_bytes < page || g->arena_bytes % page != 0 ||
@@ -72,6 +81,8 @@ void gs_layout_compute(const gs_geom *g, gs_layout *L)
 	off = align_up(off + gs_arena_meta_bytes(g), 4096);
 	L->arena = off;
 	off = align_up(off + g->arena_bytes, 4096);
+	L->keys = off;
+	off = align_up(off + gs_idem_region_bytes(g), 4096);
 	L->total = off;
 }
 

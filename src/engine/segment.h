@@ -5,7 +5,8 @@
  * mmap, shared by every process that attaches it) or an anonymous mapping
  * (tests, the embedded default).  The segment starts with a header (magic,
  * layout version, geometry, region offsets, owner pid, epoch) followed by the
- * regions of the task table, task heap, worker heap and payload arena.  Inside
+ * regions of the task table, task heap, worker heap, payload arena and
+ * idempotency keys (layout version 6; 5 had no keys).  Inside
  * the segment there are only indices and offsets, never pointers, so every
  * process may map it at a different address.
  *
@@ -25,7 +26,7 @@
 #include <stdint.h>
 
 #define GS_SEG_MAGIC   0x3130444548435347ULL /* "GSCHED01" little-endian */
-#define GS_SEG_VERSION 5u
+#define GS_SEG_VERSION 6u
 
 #define GS_MAX_QUEUES  64u               /* named queues per segment */
 #define GS_PRIORITIES  256u              /* priority levels per queue, 255 runs first */
@@ -38,6 +39,10 @@ typedef struct gs_geom {
 	uint32_t max_tasks;   /* task slots (default 1,048,576) */
 	uint32_t max_workers; /* worker slots (default 4,096) */
 	uint32_t max_payload; /* largest payload or result in bytes (default 1 MiB) */
+	/* idempotency keys kept at once: a power of two, 16..2^24 (default
+	 * max_tasks / 128 rounded up, within 1024..65536: 8192 for the
+	 * default max_tasks; 256 B each, in pages touched only when used) */
+	uint32_t max_keys;
 	uint64_t arena_bytes; /* payload arena, a multiple of the page size (default 64 MiB) */
 } gs_geom;
 
@@ -49,7 +54,7 @@ int gs_geom_check(const gs_geom *g);
 
 /* Offsets of each region from the segment's base, derived from a geometry. */
 typedef struct gs_layout {
-	uint64_t tasks, nodes, levels, queues, workers, wheap, dirty, pages, arena;
+	uint64_t tasks, nodes, levels, queues, workers, wheap, dirty, pages, arena, keys;
 	uint64_t total;
 } gs_layout;
 

@@ -11,7 +11,7 @@ _Static_assert(sizeof(struct gs_qnode) == 16, "a queue node is 16 bytes");
 _Static_assert(sizeof(struct gs_level) == GS_CACHELINE, "a level is one line");
 _Static_assert(GS_LEVEL_NODES * sizeof(struct gs_qnode) == GS_CACHELINE,
                "a level's own nodes fill one line");
-_Static_assert(sizeof(struct gs_queue_info) == 3 * GS_CACHELINE, "queue info is three lines");
+_Static_assert(sizeof(struct gs_queue_info) == 4 * GS_CACHELINE, "queue info is four lines");
 
 /* Counted references: count << 32 | (index + 1); index + 1 == 0 is nil. */
 #define REF_NIL            0u

@@ -72,7 +72,10 @@ struct gs_level {
 	uint8_t pad[GS_CACHELINE - 24];
 };
 
-/* Per-queue counters; `queued` is current, the rest are totals. */
+/* Per-queue counters, on lines of their own (the bitmap is read by every
+ * pop).  Gauges, the tasks in a state now: queued, delayed, assigned
+ * (ASSIGNED) and running (RUNNING; a task recording its result counts where
+ * it was until its final state).  The others are totals. */
 struct gs_queue_counters {
 	_Atomic uint64_t queued;
 	_Atomic uint64_t submitted;
@@ -82,6 +85,8 @@ struct gs_queue_counters {
 	_Atomic uint64_t cancelled;
 	_Atomic uint64_t requeued;
 	_Atomic uint64_t delayed;
+	_Atomic uint64_t running;
+	uint8_t pad[GS_CACHELINE - 8];
 };
 
 struct gs_queue_info {

@@ -22,7 +22,7 @@
 
 #define SEG_MAGIC         "GSWALSEG"
 #define SNAP_MAGIC        "GSWALSNP"
-#define FILE_VERSION      2u /* 2: SNAPSHOT_END carries gen_high; 1 still read */
+#define FILE_VERSION      3u /* 3: KEY records; 2: SNAPSHOT_END carries gen_high; 1, 2 read */
 #define DEF_SEGMENT_BYTES (64ull << 20)
 #define DEF_BUFFER_BYTES  (4ull << 20)
 #define SNAP_BUF_BYTES    (1u << 20)
@@ -458,6 +458,8 @@ const char *gs_wal_type_name(uint32_t type)
 		return "SNAPSHOT_BEGIN";
 	case GS_WAL_SNAPSHOT_END:
 		return "SNAPSHOT_END";
+	case GS_WAL_KEY:
+		return "KEY";
 	default:
 		return "?";
 	}
@@ -497,6 +499,12 @@ static int rec_check(const gs_wal_rec *r, uint32_t max_record, bool markers, uin
 		break;
 	case GS_WAL_RELEASE:
 		n = 8;
+		break;
+	case GS_WAL_KEY:
+		if (!r->key || r->key_len == 0 || r->key_len > GS_WAL_MAX_KEY || r->n_ids == 0 ||
+		    !r->ids || r->flags > 255)
+			return GS_EINVAL;
+		n = 1 + 8 + 8 + 2 + (uint64_t)r->key_len + 4 + 8 * (uint64_t)r->n_ids;
 		break;
 	case GS_WAL_SNAPSHOT_BEGIN:
 	case GS_WAL_SNAPSHOT_END:
@@ -570,6 +578,17 @@ static void rec_encode(const gs_wal_rec *r, uint32_t payload, uint8_t *dst)
 		put64(p + 8, r->count);
 		put32(p + 16, r->gen_high);
 		break;
+	case GS_WAL_KEY:
+		p[0] = (uint8_t)r->flags;
+		put64(p + 1, r->time_us);
+		put64(p + 9, r->digest);
+		put16(p + 17, (uint16_t)r->key_len);
+		memcpy(p + 19, r->key, r->key_len);
+		p += 19 + r->key_len;
+		put32(p, r->n_ids);
+		for (uint32_t i = 0; i < r->n_ids; i++)
+			put64(p + 4 + 8 * (size_t)i, r->ids[i]);
+		break;
 	}
 	uint32_t crc = gs_wal_crc32c(0, dst, 4);
 	crc = gs_wal_crc32c(crc, dst + 8, 1 + (size_t)payload);
@@ -636,12 +655,33 @@ static bool rec_decode(uint32_t type, const uint8_t *p, size_t n, gs_wal_rec *r)
 		if (c.n == 4) /* version 2; a version-1 END has no gen_high */
 			r->gen_high = cur32(&c);
 		break;
+	case GS_WAL_KEY:
+		r->flags = cur8(&c);
+		r->time_us = cur64(&c);
+		r->digest = cur64(&c);
+		r->key_len = cur16(&c);
+		r->key = cur_take(&c, r->key_len);
+		r->n_ids = cur32(&c);
+		if (c.bad || r->key_len == 0 || r->key_len > GS_WAL_MAX_KEY || r->n_ids == 0 ||
+		    r->n_ids > c.n / 8)
+			return false;
+		r->ids_le = cur_take(&c, 8 * (size_t)r->n_ids);
+		break;
 	default:
 		return false;
 	}
 	if (r->data_len == 0)
 		r->data = NULL;
 	return !c.bad && c.n == 0;
+}
+
+uint64_t gs_wal_rec_id(const gs_wal_rec *r, uint32_t i)
+{
+	if (!r || i >= r->n_ids)
+		return 0;
+	if (r->ids)
+		return r->ids[i];
+	return r->ids_le ? get64(r->ids_le + 8 * (size_t)i) : 0;
 }
 
 /* --- files --------------------------------------------------------------- */
@@ -871,7 +911,9 @@ static enum scan_result scan_file(struct scan *s, const char *name, const char *
 		goto rd_err;
 	if (k == 0 || !file_header_ok(rd->buf, magic, seq)) {
 		*end = 0;
-		*why = "bad file header";
+		*why = k && memcmp(rd->buf, magic, 8) == 0 && get32(rd->buf + 8) > FILE_VERSION
+		           ? "file version newer than this gsched reads (upgrade gsched)"
+		           : "bad file header";
 		res = SCAN_BAD;
 		goto out;
 	}
@@ -1812,6 +1854,26 @@ void gs_wal_snap_gen_high(gs_wal_snap *s, uint32_t gen)
 		s->gen_high = gen;
 }
 
+int gs_wal_snap_add_key(gs_wal_snap *s, const gs_wal_key *k)
+{
+	if (!s || !k)
+		return GS_EINVAL;
+	if (s->err)
+		return s->err;
+	gs_wal_rec r = {.type = GS_WAL_KEY,
+	                .flags = GS_WAL_KEY_COMMITTED,
+	                .time_us = k->created_us,
+	                .digest = k->digest,
+	                .key = k->key,
+	                .key_len = k->key_len,
+	                .ids = k->ids,
+	                .n_ids = k->n_ids};
+	int rc = snap_put(s, &r);
+	if (rc == GS_OK && s->buf.len >= SNAP_BUF_BYTES)
+		return snap_flush(s);
+	return rc;
+}
+
 /* Removes the segments and snapshots before seq k.  Best effort: a file left is removed on open. */
 static void remove_before(gs_wal *w, uint64_t k)
 {
@@ -1945,12 +2007,28 @@ struct st_task {
 	uint32_t result_len;
 };
 
+/* An idempotency key as the log remembers it. */
+struct st_keyent {
+	uint8_t key[GS_WAL_MAX_KEY];
+	uint32_t key_len;
+	uint64_t digest, created_us;
+	uint64_t *ids;
+	uint32_t n;
+	bool committed; /* from a snapshot: released tasks are legitimately absent */
+	bool dead;      /* settled: cut before its acknowledgement, or no task left */
+};
+
 struct gs_wal_state {
 	struct st_task *v;
 	size_t n, cap;
 	uint32_t *hash;    /* index + 1, 0 empty; open addressing */
 	size_t hcap;       /* power of two */
 	uint32_t gen_high; /* highest ID generation seen, or remembered by a snapshot */
+	struct st_keyent *keys;
+	size_t nk, kcap;
+	uint32_t *khash; /* index + 1 into keys, open addressing */
+	size_t khcap;
+	size_t unacked; /* tasks dropped with a KEY cut before its acknowledgement */
 };
 
 static size_t id_hash(uint64_t id, size_t mask)
@@ -1986,9 +2064,107 @@ void gs_wal_state_free(gs_wal_state *s)
 		return;
 	for (size_t i = 0; i < s->n; i++)
 		st_drop_data(&s->v[i]);
+	for (size_t i = 0; i < s->nk; i++)
+		free(s->keys[i].ids);
 	free(s->v);
 	free(s->hash);
+	free(s->keys);
+	free(s->khash);
 	free(s);
+}
+
+static size_t key_hash(const uint8_t *k, uint32_t n, size_t mask)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (uint32_t i = 0; i < n; i++) {
+		h ^= k[i];
+		h *= 0x100000001b3ull;
+	}
+	return id_hash(h, mask);
+}
+
+/* The key's entry, created (zeroed but for the key) if absent; NULL: no memory. */
+static struct st_keyent *key_get(gs_wal_state *s, const void *key, uint32_t len)
+{
+	if (s->khcap) {
+		size_t mask = s->khcap - 1;
+		for (size_t h = key_hash(key, len, mask);; h = (h + 1) & mask) {
+			uint32_t x = s->khash[h];
+			if (!x)
+				break;
+			struct st_keyent *k = &s->keys[x - 1];
+			if (k->key_len == len && memcmp(k->key, key, len) == 0)
+				return k;
+		}
+	}
+	if ((s->nk + 1) * 2 > s->khcap) {
+		size_t hc = s->khcap ? s->khcap * 2 : 256;
+		uint32_t *h = calloc(hc, sizeof(*h));
+		if (!h)
+			return NULL;
+		for (size_t i = 0; i < s->nk; i++) {
+			size_t j = key_hash(s->keys[i].key, s->keys[i].key_len, hc - 1);
+			while (h[j])
+				j = (j + 1) & (hc - 1);
+			h[j] = (uint32_t)i + 1;
+		}
+		free(s->khash);
+		s->khash = h;
+		s->khcap = hc;
+	}
+	if (s->nk == s->kcap) {
+		size_t c = s->kcap ? s->kcap * 2 : 64;
+		struct st_keyent *v = realloc(s->keys, c * sizeof(*v));
+		if (!v)
+			return NULL;
+		s->keys = v;
+		s->kcap = c;
+	}
+	struct st_keyent *k = &s->keys[s->nk];
+	memset(k, 0, sizeof(*k));
+	memcpy(k->key, key, len);
+	k->key_len = len;
+	size_t j = key_hash(key, len, s->khcap - 1);
+	while (s->khash[j])
+		j = (j + 1) & (s->khcap - 1);
+	s->khash[j] = (uint32_t)++s->nk;
+	return k;
+}
+
+/* Folds a KEY record in: the later record of a key wins, an equal one
+ * only adds its committed flag. */
+static int key_apply(gs_wal_state *s, const gs_wal_rec *r)
+{
+	if (!r->key || r->key_len == 0 || r->key_len > GS_WAL_MAX_KEY || r->n_ids == 0)
+		return GS_OK; /* cannot come from rec_decode */
+	for (uint32_t i = 0; i < r->n_ids; i++) {
+		uint32_t g = (uint32_t)(gs_wal_rec_id(r, i) >> 32);
+		if (g > s->gen_high)
+			s->gen_high = g;
+	}
+	struct st_keyent *k = key_get(s, r->key, r->key_len);
+	if (!k)
+		return GS_ENOMEM;
+	bool same = k->ids && k->n == r->n_ids && k->digest == r->digest;
+	for (uint32_t i = 0; same && i < r->n_ids; i++)
+		same = k->ids[i] == gs_wal_rec_id(r, i);
+	if (same) {
+		k->committed |= (r->flags & GS_WAL_KEY_COMMITTED) != 0;
+		return GS_OK;
+	}
+	uint64_t *ids = malloc((size_t)r->n_ids * sizeof(*ids));
+	if (!ids)
+		return GS_ENOMEM;
+	for (uint32_t i = 0; i < r->n_ids; i++)
+		ids[i] = gs_wal_rec_id(r, i);
+	free(k->ids);
+	k->ids = ids;
+	k->n = r->n_ids;
+	k->digest = r->digest;
+	k->created_us = r->time_us;
+	k->committed = (r->flags & GS_WAL_KEY_COMMITTED) != 0;
+	k->dead = false;
+	return GS_OK;
 }
 
 static struct st_task *st_find(const gs_wal_state *s, uint64_t id)
@@ -2064,6 +2240,8 @@ int gs_wal_state_apply(gs_wal_state *s, const gs_wal_rec *r)
 		return GS_EINVAL;
 	if (r->type == GS_WAL_SNAPSHOT_END && r->gen_high > s->gen_high)
 		s->gen_high = r->gen_high;
+	if (r->type == GS_WAL_KEY)
+		return key_apply(s, r);
 	if (r->type < GS_WAL_SUBMIT || r->type > GS_WAL_RELEASE)
 		return GS_OK; /* markers */
 	if ((uint32_t)(r->task >> 32) > s->gen_high)
@@ -2190,10 +2368,84 @@ static int st_key_cmp(const void *a, const void *b)
 	return x->order < y->order ? -1 : x->order > y->order;
 }
 
+/*
+ * Settles the keys once the replay is complete: a KEY not committed whose
+ * tasks are not all in the log was cut before its acknowledgement, so it
+ * and the tasks of it that made it go; a key with no live task is dead.
+ */
+static void keys_settle(gs_wal_state *s)
+{
+	for (size_t i = 0; i < s->nk; i++) {
+		struct st_keyent *k = &s->keys[i];
+		if (k->dead)
+			continue;
+		bool complete = true;
+		for (uint32_t j = 0; j < k->n && !k->committed && complete; j++) {
+			const struct st_task *t = st_find(s, k->ids[j]);
+			complete = t && (t->has_spec || t->released);
+		}
+		bool alive = false;
+		for (uint32_t j = 0; j < k->n; j++) {
+			struct st_task *t = st_find(s, k->ids[j]);
+			if (!t || t->released || !t->has_spec)
+				continue;
+			if (complete) {
+				alive = true;
+				break;
+			}
+			st_drop_data(t); /* never acknowledged: not restored */
+			t->released = true;
+			s->unacked++;
+		}
+		k->dead = !alive;
+	}
+}
+
+int gs_wal_state_each_key(gs_wal_state *s, int (*fn)(void *arg, const gs_wal_key *k), void *arg)
+{
+	if (!s || !fn)
+		return GS_EINVAL;
+	keys_settle(s);
+	int rc = GS_OK;
+	for (size_t i = 0; i < s->nk && rc == GS_OK; i++) {
+		const struct st_keyent *k = &s->keys[i];
+		if (k->dead)
+			continue;
+		gs_wal_key v = {.key = k->key,
+		                .key_len = k->key_len,
+		                .digest = k->digest,
+		                .created_us = k->created_us,
+		                .ids = k->ids,
+		                .n_ids = k->n};
+		rc = fn(arg, &v);
+	}
+	return rc;
+}
+
+size_t gs_wal_state_keys(gs_wal_state *s)
+{
+	if (!s)
+		return 0;
+	keys_settle(s);
+	size_t n = 0;
+	for (size_t i = 0; i < s->nk; i++)
+		n += !s->keys[i].dead;
+	return n;
+}
+
+size_t gs_wal_state_unacked(gs_wal_state *s)
+{
+	if (!s)
+		return 0;
+	keys_settle(s);
+	return s->unacked;
+}
+
 int gs_wal_state_each(gs_wal_state *s, int (*fn)(void *arg, const gs_wal_task *t), void *arg)
 {
 	if (!s || !fn)
 		return GS_EINVAL;
+	keys_settle(s);
 	size_t n = gs_wal_state_count(s);
 	if (!n)
 		return GS_OK;

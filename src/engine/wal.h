@@ -26,6 +26,8 @@
  *             reason (u8), attempt, result bytes
  *   CANCEL    id, cancelled_us
  *   RELEASE   id                       (the result was fetched or expired)
+ *   KEY       flags (u8: 1 = committed), created_us, digest, key (u16
+ *             length + bytes), n (u32), n task IDs (u64)   (file version 3)
  *   SNAPSHOT_BEGIN / SNAPSHOT_END      seq, written_us / seq, task count,
  *                                      gen_high (u32; file version 2)
  *
@@ -74,6 +76,17 @@
  * delivery is at-least-once across a restart.  A task whose SUBMIT never
  * reached the log (its submitter was never acknowledged) is dropped.
  *
+ * Idempotency keys.  A keyed Submit appends KEY (flags 0) before the
+ * SUBMITs of its tasks, and is acknowledged once the last SUBMIT is durable.
+ * A KEY whose tasks are not all in the log (each SUBMITted, or RELEASEd) was
+ * cut by a torn tail before its acknowledgement: the fold drops the key AND
+ * the tasks of it that made it, so a keyed batch is all or nothing across a
+ * crash and the client's retry creates it once.  A snapshot writes each live
+ * key with flag 1 (committed: its released tasks are legitimately absent).
+ * The later KEY record of a key wins (a key is reused only once every task
+ * of its earlier use was released).  A key none of whose tasks is live is
+ * dead: gs_wal_state_each_key skips it.
+ *
  * Thread-safety: gs_wal_append, gs_wal_flush, gs_wal_sync, gs_wal_durable_lsn,
  * gs_wal_appended_lsn, gs_wal_wait_durable, gs_wal_stats and gs_wal_compact
  * may be called from any thread of the process that opened the handle (a
@@ -118,7 +131,11 @@ enum gs_wal_type {
 	GS_WAL_RELEASE = 5,
 	GS_WAL_SNAPSHOT_BEGIN = 6, /* written by gs_wal_compact only */
 	GS_WAL_SNAPSHOT_END = 7,
+	GS_WAL_KEY = 8, /* an idempotency key and its task IDs (file version 3) */
 };
+
+#define GS_WAL_KEY_COMMITTED 1u /* KEY flags: written by a snapshot */
+#define GS_WAL_MAX_KEY       128u
 
 /* One record; which fields matter depends on type (see the table above). */
 typedef struct gs_wal_rec {
@@ -143,7 +160,29 @@ typedef struct gs_wal_rec {
 	 * (gs_wal_snap_gen_high), so that released IDs the snapshot no longer
 	 * names are still never handed out again (0 in version-1 files). */
 	uint32_t gen_high;
+	/* KEY: the key, the request digest, flags (GS_WAL_KEY_COMMITTED) and
+	 * n_ids task IDs: `ids` when appending; when replaying, `ids_le` points
+	 * at n_ids little-endian u64 in the reader's buffer (gs_wal_rec_id). */
+	const void *key;
+	uint32_t key_len; /* 1..GS_WAL_MAX_KEY */
+	uint32_t flags;
+	uint64_t digest;
+	const uint64_t *ids;
+	const uint8_t *ids_le;
+	uint32_t n_ids;
 } gs_wal_rec;
+
+/* The i-th task ID of a KEY record (from ids, else from ids_le). */
+uint64_t gs_wal_rec_id(const gs_wal_rec *r, uint32_t i);
+
+/* A live idempotency key: what the fold gives back and a snapshot holds. */
+typedef struct gs_wal_key {
+	const void *key;
+	uint32_t key_len;
+	uint64_t digest, created_us;
+	const uint64_t *ids;
+	uint32_t n_ids;
+} gs_wal_key;
 
 /* A live task: what the fold gives back and what a snapshot holds. */
 typedef struct gs_wal_task {
@@ -274,6 +313,10 @@ int gs_wal_compact(gs_wal *w, gs_wal_live_fn fn, void *arg);
 /* Adds one live task to the snapshot being written.  GS_EINVAL, GS_ETOOBIG, GS_EIO. */
 int gs_wal_snap_add(gs_wal_snap *snap, const gs_wal_task *t);
 
+/* Adds one live idempotency key to the snapshot (a committed KEY record).
+ * GS_EINVAL, GS_ETOOBIG, GS_EIO. */
+int gs_wal_snap_add_key(gs_wal_snap *snap, const gs_wal_key *k);
+
 /* Records (the maximum of) the highest ID generation issued so far in the
  * snapshot being written: its SNAPSHOT_END carries it (see gen_high). */
 void gs_wal_snap_gen_high(gs_wal_snap *snap, uint32_t gen);
@@ -314,7 +357,9 @@ int gs_wal_state_fn(void *arg, const gs_wal_rec *r);
  */
 uint32_t gs_wal_state_gen_high(const gs_wal_state *s);
 
-/* Live tasks, dropped orphans (records of a task whose SUBMIT is absent). */
+/* Live tasks, dropped orphans (records of a task whose SUBMIT is absent).
+ * The count does not settle the keys: call it after gs_wal_state_each (or
+ * _keys) to leave out tasks dropped with a KEY cut before its ack. */
 size_t gs_wal_state_count(const gs_wal_state *s);
 size_t gs_wal_state_orphans(const gs_wal_state *s);
 
@@ -323,6 +368,19 @@ size_t gs_wal_state_orphans(const gs_wal_state *s);
  * order); fn returns 0 to go on, anything else stops and is returned.
  */
 int gs_wal_state_each(gs_wal_state *s, int (*fn)(void *arg, const gs_wal_task *t), void *arg);
+
+/*
+ * Calls fn for each live idempotency key (at least one of its tasks live;
+ * see "Idempotency keys" above), in no particular order; fn returns 0 to go
+ * on.  Call once the replay is complete: it settles the keys first (drops
+ * those cut by a torn tail, with their tasks), as gs_wal_state_each does.
+ */
+int gs_wal_state_each_key(gs_wal_state *s, int (*fn)(void *arg, const gs_wal_key *k), void *arg);
+
+/* Live keys; tasks dropped because their KEY was cut before its
+ * acknowledgement (both settle the keys first, like _each). */
+size_t gs_wal_state_keys(gs_wal_state *s);
+size_t gs_wal_state_unacked(gs_wal_state *s);
 
 /* Looks a task up by ID: GS_ENOTFOUND if not live. */
 int gs_wal_state_get(gs_wal_state *s, uint64_t id, gs_wal_task *out);

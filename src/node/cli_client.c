@@ -224,13 +224,17 @@ static void submit_usage(FILE *f)
 	fprintf(
 	    f,
 	    "usage: gsched submit [--server ADDR] [--queue Q] [--priority 0-255] [--retries N]\n"
-	    "                     [--timeout MS] [--delay MS] [--wait] -- CMD [ARGS...]\n"
+	    "                     [--timeout MS] [--delay MS] [--idempotency-key K] [--wait]\n"
+	    "                     -- CMD [ARGS...]\n"
 	    "                     " GS_CLI_SEC_USAGE "\n"
 	    "       gsched submit [options] --handler NAME [--payload DATA]\n"
 	    "       gsched submit [options] --file FILE   (one `sh -c` task per line; - is stdin)\n"
 	    "\n"
 	    "Prints the task IDs, one per line.  With --wait, waits instead and prints\n"
-	    "each task's output; exits 1 if any task failed.\n");
+	    "each task's output; exits 1 if any task failed.  --idempotency-key K (at most\n"
+	    "120 bytes): running the same command again with K, while the server still\n"
+	    "keeps the first run's tasks, prints their IDs instead of queuing them again\n"
+	    "(--file: the batches of 1000 tasks are keyed K, K#2, K#3, ...).\n");
 }
 
 /* Reads non-empty lines of path ("-": stdin).  Returns the count or -1. */
@@ -276,11 +280,12 @@ int gs_cli_submit(int argc, char **argv, volatile sig_atomic_t *stop)
 	    {"handler", required_argument, NULL, 'H'},
 	    {"payload", required_argument, NULL, 'P'},
 	    {"file", required_argument, NULL, 'f'},
+	    {"idempotency-key", required_argument, NULL, 'K'},
 	    {"help", no_argument, NULL, 'h'},
 	    GS_CLI_SEC_OPTIONS,
 	    {0, 0, 0, 0},
 	};
-	const char *server = NULL, *file = NULL, *payload = NULL;
+	const char *server = NULL, *file = NULL, *payload = NULL, *key = NULL;
 	struct gs_client_spec base = {0};
 	bool wait = false;
 	int c;
@@ -308,6 +313,9 @@ int gs_cli_submit(int argc, char **argv, volatile sig_atomic_t *stop)
 			break;
 		case 'f':
 			file = optarg;
+			break;
+		case 'K':
+			key = optarg;
 			break;
 		case 'h':
 			submit_usage(stdout);
@@ -352,6 +360,10 @@ int gs_cli_submit(int argc, char **argv, volatile sig_atomic_t *stop)
 	}
 	if (payload && !base.handler) {
 		fprintf(stderr, "gsched submit: --payload goes with --handler\n");
+		return 2;
+	}
+	if (key && (!key[0] || strlen(key) > 120)) {
+		fprintf(stderr, "gsched submit: --idempotency-key takes 1..120 bytes\n");
 		return 2;
 	}
 	char **lines = NULL;
@@ -406,7 +418,12 @@ int gs_cli_submit(int argc, char **argv, volatile sig_atomic_t *stop)
 				specs[i].argc = 3;
 			}
 		}
-		if (gs_client_submit(cl, specs, m, ids + done) != GS_OK) {
+		char bkey[160];
+		if (key && done)
+			snprintf(bkey, sizeof(bkey), "%s#%zu", key, done / SUBMIT_BATCH + 1);
+		else if (key)
+			snprintf(bkey, sizeof(bkey), "%s", key);
+		if (gs_client_submit_idem(cl, key ? bkey : NULL, specs, m, ids + done) != GS_OK) {
 			if (tty)
 				fputc('\n', stderr);
 			fprintf(stderr, "gsched submit: %s%s\n", gs_client_error(cl),

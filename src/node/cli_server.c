@@ -14,6 +14,12 @@
 #include "rpc_tls.h"
 #include "server.h"
 
+/* Bounds of the limit flags (README, "Limits"). */
+#define GS_CLI_DEFAULT_MAX_MESSAGE (4u * 1024u * 1024u)
+#define GS_CLI_MIN_MESSAGE         1024u
+#define GS_CLI_MAX_MESSAGE         (1024u * 1024u * 1024u)
+#define GS_CLI_MAX_LIMIT           1000000u
+
 static int parse_u32(const char *s, uint32_t *out)
 {
 	char *end;
@@ -70,10 +76,19 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 	    {"data-dir", required_argument, NULL, 'D'},
 	    {"fsync-ms", required_argument, NULL, 'f'},
 	    {"busy-poll-us", required_argument, NULL, 'b'},
+	    {"max-message-bytes", required_argument, NULL, 'm'},
+	    {"stream-queue-bytes", required_argument, NULL, 'q'},
+	    {"max-connections", required_argument, NULL, 'n'},
+	    {"max-streams", required_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'H'},
 	    {0, 0, 0, 0},
 	};
-	gs_server_opts o = {.listen = "127.0.0.1:7070", .stop = stop, .fsync_ms = 5};
+	gs_server_opts o = {.listen = "127.0.0.1:7070",
+	                    .stop = stop,
+	                    .fsync_ms = 5,
+	                    .max_message_bytes = GS_CLI_DEFAULT_MAX_MESSAGE,
+	                    .max_connections = GS_SERVER_DEFAULT_MAX_CONNECTIONS,
+	                    .max_streams = GS_SERVER_DEFAULT_MAX_STREAMS};
 	const char *client_file = NULL, *worker_file = NULL;
 	struct gs_rpc_tls tls = {0};
 	uint32_t v;
@@ -118,6 +133,17 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 			    "F]]\n"
 			    "                     [--data-dir DIR [--fsync-ms N]] [--busy-poll-us "
 			    "N]\n"
+			    "                     [--max-message-bytes N] [--stream-queue-bytes "
+			    "N]\n"
+			    "                     [--max-connections N] [--max-streams N]\n"
+			    "limits: --max-message-bytes (default 4194304, 1024..1073741824) per\n"
+			    "  message; --stream-queue-bytes (default: the message limit) queued "
+			    "per\n"
+			    "  stream for a peer that does not read; --max-connections (default "
+			    "1000)\n"
+			    "  and --max-streams (default 10000) open at once, 0: no limit; calls "
+			    "over\n"
+			    "  a limit are refused with RESOURCE_EXHAUSTED\n"
 			    "durability: none (default), --segment NAME (survives a server "
 			    "crash),\n"
 			    "  --data-dir DIR (a write-ahead log: survives a machine restart; a "
@@ -155,6 +181,36 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 					return 2;
 				}
 				o.busy_poll_us = v;
+			} else if (c == 'm') {
+				if (v < GS_CLI_MIN_MESSAGE || v > GS_CLI_MAX_MESSAGE) {
+					fprintf(stderr, "gsched server: --max-message-bytes is "
+					                "1024..1073741824\n");
+					return 2;
+				}
+				o.max_message_bytes = v;
+			} else if (c == 'q') {
+				if (v < GS_CLI_MIN_MESSAGE || v > GS_CLI_MAX_MESSAGE) {
+					fprintf(stderr, "gsched server: --stream-queue-bytes is "
+					                "1024..1073741824\n");
+					return 2;
+				}
+				o.stream_queue_bytes = v;
+			} else if (c == 'n') {
+				if (v > GS_CLI_MAX_LIMIT) {
+					fprintf(stderr,
+					        "gsched server: --max-connections is 0..1000000 "
+					        "(0: no limit)\n");
+					return 2;
+				}
+				o.max_connections = v;
+			} else if (c == 'S') {
+				if (v > GS_CLI_MAX_LIMIT) {
+					fprintf(stderr,
+					        "gsched server: --max-streams is 0..1000000 "
+					        "(0: no limit)\n");
+					return 2;
+				}
+				o.max_streams = v;
 			} else if (c == 'f') {
 				if (v > 10000) {
 					fprintf(stderr, "gsched server: --fsync-ms is 0..10000\n");
@@ -163,6 +219,13 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 				o.fsync_ms = (int)v;
 			}
 		}
+	}
+	if (o.stream_queue_bytes > o.max_message_bytes) {
+		fprintf(stderr,
+		        "gsched server: --stream-queue-bytes (%zu) exceeds --max-message-bytes "
+		        "(%zu): what a stream queues goes out as one message\n",
+		        o.stream_queue_bytes, o.max_message_bytes);
+		return 2;
 	}
 	if (o.data_dir && !o.data_dir[0]) {
 		fprintf(stderr, "gsched server: --data-dir needs a directory\n");

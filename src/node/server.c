@@ -138,7 +138,7 @@ static void *committer_main(void *arg)
 struct restore_ctx {
 	gs_engine *eng;
 	uint64_t now_us;
-	size_t restored, queued, final, dropped_results;
+	size_t restored, queued, final, dropped_results, keys, dropped_keys;
 	int rc;
 	char err[256];
 };
@@ -193,6 +193,25 @@ static int restore_one(void *arg, const gs_wal_task *t)
 	return GS_OK;
 }
 
+/* Puts an idempotency key back with the IDs of its (restored) tasks. */
+static int restore_key(void *arg, const gs_wal_key *k)
+{
+	struct restore_ctx *r = arg;
+	gs_idem_req req = {.key = k->key, .key_len = k->key_len, .digest = k->digest};
+	int rc = gs_engine_idem_restore(r->eng, &req, k->created_us, k->ids, k->n_ids);
+	if (rc == GS_OK)
+		r->keys++;
+	else if (rc == GS_EFULL)
+		r->dropped_keys++; /* a smaller key table than the writer's: warned */
+	else if (rc != GS_ENOTFOUND) {
+		snprintf(r->err, sizeof(r->err), "idempotency key '%.*s': %s",
+		         (int)(k->key_len < 64 ? k->key_len : 64), (const char *)k->key,
+		         gs_strerror(rc));
+		return rc;
+	}
+	return GS_OK;
+}
+
 /*
  * Opens the log in o->data_dir.  With `adopted` the engine came from a
  * segment (newer than the log): the log is only opened.  Otherwise it is
@@ -224,6 +243,8 @@ static int open_log(const gs_server_opts *o, gs_engine *eng, bool adopted, gs_wa
 	}
 	struct restore_ctx r = {.eng = eng, .now_us = gs_now_us()};
 	rc = gs_wal_state_each(st, restore_one, &r);
+	if (rc == GS_OK)
+		rc = gs_wal_state_each_key(st, restore_key, &r);
 	if (rc == GS_OK) {
 		uint32_t high = gs_wal_state_gen_high(st);
 		rc = gs_engine_restore_finish(eng, high < UINT32_MAX ? high + 1 : high, NULL);
@@ -236,6 +257,16 @@ static int open_log(const gs_server_opts *o, gs_engine *eng, bool adopted, gs_wa
 		*out = NULL;
 		return rc;
 	}
+	if (r.dropped_keys)
+		fprintf(stderr,
+		        "gsched server: warning: the idempotency key table is too small for %zu "
+		        "logged keys: dropped (a retry with one of them queues its tasks again)\n",
+		        r.dropped_keys);
+	if (gs_wal_state_unacked(st))
+		fprintf(stderr,
+		        "gsched server: warning: %zu tasks of keyed submits cut off by a torn tail "
+		        "(never acknowledged) dropped\n",
+		        gs_wal_state_unacked(st));
 	if (r.dropped_results)
 		fprintf(stderr,
 		        "gsched server: warning: the payload arena is too small for %zu logged "
@@ -244,9 +275,9 @@ static int open_log(const gs_server_opts *o, gs_engine *eng, bool adopted, gs_wa
 	if (!o->quiet)
 		fprintf(stderr,
 		        "gsched server: log %s replayed: %llu records, %zu live tasks (%zu to run, "
-		        "%zu finished)%s\n",
+		        "%zu finished), %zu idempotency keys%s\n",
 		        o->data_dir, (unsigned long long)rep.records, r.restored, r.queued, r.final,
-		        rep.truncated ? "; a torn tail was cut" : "");
+		        r.keys, rep.truncated ? "; a torn tail was cut" : "");
 	gs_wal_state_free(st);
 	return GS_OK;
 }
@@ -321,6 +352,10 @@ int gs_server_run(const gs_server_opts *o)
 		fprintf(stderr, "gsched server: the client and worker tokens must differ\n");
 	struct gs_rpc_server_opts ro = {.threads = o->rpc_threads ? o->rpc_threads : 1,
 	                                .busy_poll_us = o->busy_poll_us,
+	                                .max_message_bytes = o->max_message_bytes,
+	                                .max_queue_bytes = o->stream_queue_bytes,
+	                                .max_connections = o->max_connections,
+	                                .max_streams = o->max_streams,
 	                                .on_thread_start = rpc_thread_start,
 	                                .on_thread_stop = rpc_thread_stop};
 	if (rc == GS_OK) {

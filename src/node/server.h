@@ -19,6 +19,13 @@
  * it; otherwise the log is replayed into a new engine, every task under its
  * old ID.  The log is compacted when it grows past max(64 MiB, 4 x the last
  * snapshot).
+ * Limits (README, "Limits"): max_message_bytes bounds each message received
+ * or sent (gRPC refuses a larger one with RESOURCE_EXHAUSTED), and
+ * stream_queue_bytes each stream's outbound queue (a SubmitStream or
+ * worker stream whose peer does not read is ended with RESOURCE_EXHAUSTED
+ * "client too slow" when it is full); max_connections and max_streams bound
+ * the connections and streaming calls open at once (rpc_server.h, "Limits":
+ * a call over either is refused with RESOURCE_EXHAUSTED).
  * Errors: GS_EIO (cannot listen, or a TLS file cannot be used: one line on
  * stderr says which), GS_EINVAL (equal client and worker tokens), engine
  * and rpc errors.
@@ -31,6 +38,10 @@
 
 #include "engine.h"
 #include "rpc_tls.h"
+
+/* `gsched server`'s defaults for the limits (0 in gs_server_opts: none). */
+#define GS_SERVER_DEFAULT_MAX_CONNECTIONS 1000
+#define GS_SERVER_DEFAULT_MAX_STREAMS     10000
 
 typedef struct gs_server_opts {
 	const char *listen;         /* default "127.0.0.1:7070" */
@@ -50,8 +61,12 @@ typedef struct gs_server_opts {
 	void (*on_ready)(int port, void *arg);
 	void *arg;
 	int quiet;
-	const char *data_dir; /* write-ahead log directory; NULL: none */
-	int fsync_ms;         /* group commit interval (data_dir only); < 0: default 5 */
+	const char *data_dir;      /* write-ahead log directory; NULL: none */
+	int fsync_ms;              /* group commit interval (data_dir only); < 0: default 5 */
+	size_t max_message_bytes;  /* per message, in and out (0: 4 MiB) */
+	size_t stream_queue_bytes; /* outbound queue per call (0: max_message_bytes) */
+	unsigned max_connections;  /* connections with a call open (0: no limit) */
+	unsigned max_streams;      /* streaming calls open at once (0: no limit) */
 } gs_server_opts;
 
 int gs_server_run(const gs_server_opts *o);

@@ -90,10 +90,8 @@ static void stats(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size
 		gs_pb_put_bytes(&b, 1, qn, strlen(qn));
 		gs_pb_put_varint(&b, 2, st.queued);
 		gs_pb_put_varint(&b, 3, st.delayed);
-		gs_pb_put_varint(&b, 4,
-		                 st.assigned - st.done - st.failed > st.assigned
-		                     ? 0
-		                     : st.assigned - st.done - st.failed);
+		gs_pb_put_varint(&b, 4, st.assigned);
+		gs_pb_put_varint(&b, 5, st.running);
 		gs_pb_put_varint(&b, 6, st.submitted);
 		gs_pb_put_varint(&b, 7, st.done);
 		gs_pb_put_varint(&b, 8, st.failed);

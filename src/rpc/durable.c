@@ -1,8 +1,8 @@
 /*
  * durable.c - the services' side of the write-ahead log (wal.h): the records
  * each change appends, the acknowledgements held until their record is on
- * disk, the snapshot of the live tasks for compaction, and the retention of
- * results found in the engine at start.
+ * disk, the snapshot of the live tasks (and idempotency keys) for
+ * compaction, and the retention of results found in the engine at start.
  *
  * Rule: the engine changes first, then its record is appended, in the same
  * thread, so a snapshot (which walks the engine after the log rolled over to
@@ -16,6 +16,14 @@
  * For a SubmitStream, the accepted tasks are subscribed to the stream only
  * then, so a task's result never reaches the client before its ack (a
  * result recorded meanwhile is retained, and handed over at the ack).
+ *
+ * Final states.  A result, a cancel or a loss is shown to nobody (Wait,
+ * Get, a stream's result, Watch) before its record is durable: a crash in
+ * between would replay the task as unfinished and run it again, and its
+ * watcher would see a second final state.  gs_dur_finished() queues
+ * (task, LSN) and marks the task in s->unsynced, which gs_service_read()
+ * shows as not final; gs_service_durable() hands each durable one to the
+ * PLM (gs_plm_finished).
  *
  * When the log fails (GS_EIO: a write or fsync failed), it has failed for
  * good: held Submits are answered UNAVAILABLE and their tasks cancelled and
@@ -31,6 +39,10 @@
 #include "service_impl.h"
 
 enum dur_kind { DA_SUBMIT, DA_STREAM, DA_CANCEL };
+
+struct dur_fin {
+	uint64_t id, lsn;
+};
 
 struct dur_ack {
 	struct dur_ack *next;
@@ -86,6 +98,19 @@ int gs_dur_submit(gs_service *s, const gs_task_spec *specs, const uint64_t *ids,
 	return GS_OK;
 }
 
+int gs_dur_key(gs_service *s, const gs_idem_req *k, const uint64_t *ids, size_t n, uint64_t now_us,
+               uint64_t *lsn)
+{
+	gs_wal_rec r = {.type = GS_WAL_KEY,
+	                .time_us = now_us,
+	                .key = k->key,
+	                .key_len = k->key_len,
+	                .digest = k->digest,
+	                .ids = ids,
+	                .n_ids = (uint32_t)n};
+	return append(s, &r, lsn);
+}
+
 void gs_dur_assign(gs_service *s, const gs_assignment *a, uint64_t now_us)
 {
 	gs_wal_rec r = {.type = GS_WAL_ASSIGN,
@@ -96,8 +121,8 @@ void gs_dur_assign(gs_service *s, const gs_assignment *a, uint64_t now_us)
 	append(s, &r, NULL);
 }
 
-void gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
-                     uint64_t now_us)
+int gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
+                    uint64_t now_us, uint64_t *lsn)
 {
 	gs_wal_rec r = {.type = GS_WAL_COMPLETE,
 	                .task = id,
@@ -108,7 +133,7 @@ void gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outc
 	                .attempt = attempt,
 	                .data = o->result,
 	                .data_len = o->result_len};
-	append(s, &r, NULL);
+	return append(s, &r, lsn);
 }
 
 int gs_dur_cancel(gs_service *s, uint64_t id, uint64_t now_us, uint64_t *lsn)
@@ -133,6 +158,71 @@ void gs_dur_undo(gs_service *s, const uint64_t *ids, size_t n, uint64_t now_us)
 			gs_worker_send_cancel(s, worker, ids[i], attempt);
 		gs_plm_release(s, ids[i]);
 	}
+}
+
+/* --- final states held until durable -------------------------------------- */
+
+void gs_dur_finished(gs_service *s, uint64_t id, uint64_t lsn, uint32_t shown, uint64_t now_us)
+{
+	if (!s->o.wal || atomic_load(&s->log_failed)) {
+		gs_plm_finished(s, id, now_us);
+		return;
+	}
+	bool held = false;
+	pthread_mutex_lock(&s->dur_mu);
+	if (s->n_fin == s->cap_fin) {
+		size_t cap = s->cap_fin ? s->cap_fin * 2 : 256;
+		struct dur_fin *f = realloc(s->fin, cap * sizeof(*f));
+		if (f) {
+			s->fin = f;
+			s->cap_fin = cap;
+		}
+	}
+	if (s->n_fin < s->cap_fin && gs_id_map_put(&s->unsynced, id, shown) == GS_OK) {
+		s->fin[s->n_fin++] = (struct dur_fin){id, lsn};
+		held = true;
+		pthread_cond_signal(&s->dur_cv);
+	}
+	pthread_mutex_unlock(&s->dur_mu);
+	/* Out of memory: shown now, as without a log (the record follows). */
+	if (!held)
+		gs_plm_finished(s, id, now_us);
+}
+
+/* Hands the final states whose records are durable (all of them once the
+ * log has failed: nothing better can come) to the PLM. */
+static void finished_durable(gs_service *s, uint64_t durable_lsn, bool failed, uint64_t now_us)
+{
+	struct dur_fin *ready = NULL;
+	size_t n = 0;
+	pthread_mutex_lock(&s->dur_mu);
+	if (s->n_fin) {
+		ready = malloc(s->n_fin * sizeof(*ready));
+		size_t keep = 0;
+		for (size_t i = 0; i < s->n_fin; i++) {
+			/* Without memory for the list, wait for the next round. */
+			if (ready && (failed || s->fin[i].lsn <= durable_lsn))
+				ready[n++] = s->fin[i];
+			else
+				s->fin[keep++] = s->fin[i];
+		}
+		s->n_fin = keep;
+	}
+	pthread_mutex_unlock(&s->dur_mu);
+	if (n == 0) {
+		free(ready);
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < n; i++) {
+		gs_id_map_del(&s->unsynced, ready[i].id);
+		gs_task_info info;
+		if (gs_engine_task_info(s->eng, ready[i].id, &info) == GS_OK)
+			gs_plm_finished(s, ready[i].id, now_us);
+	}
+	gs_plm_flush(s, now_us);
+	pthread_mutex_unlock(&s->mu);
+	free(ready);
 }
 
 /* --- held acknowledgements ------------------------------------------------ */
@@ -231,9 +321,12 @@ static void deliver(gs_service *s, struct dur_ack *a, uint64_t now_us)
 		}
 		if (gs_plm_subscribe(s, a->ids[i], w) != GS_OK)
 			continue; /* kept, fetchable by Wait */
-		if (info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
-		    info.state == GS_TASK_CANCELLED)
-			gs_plm_finished(s, a->ids[i], now_us); /* finished before the ack */
+		/* Finished before the ack (and durable: else finished_durable
+		 * delivers it, to this subscription too). */
+		if ((info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
+		     info.state == GS_TASK_CANCELLED) &&
+		    !gs_id_map_get(&s->unsynced, a->ids[i], NULL))
+			gs_plm_finished(s, a->ids[i], now_us);
 	}
 	gs_plm_flush(s, now_us);
 	if (!w->closed && w->half_closed && w->pending == 0) {
@@ -297,6 +390,7 @@ void gs_service_durable(gs_service *s, uint64_t durable_lsn, int sync_rc)
 			deliver(s, a, now);
 		ack_free(a);
 	}
+	finished_durable(s, durable_lsn, failed, now);
 	if (ready)
 		gs_service_kick(s);
 }
@@ -309,9 +403,9 @@ bool gs_service_acks_wait(gs_service *s, int timeout_ms)
 	until.tv_sec += timeout_ms / 1000 + until.tv_nsec / 1000000000L;
 	until.tv_nsec %= 1000000000L;
 	pthread_mutex_lock(&s->dur_mu);
-	if (!s->dur_head)
+	if (!s->dur_head && !s->n_fin)
 		pthread_cond_timedwait(&s->dur_cv, &s->dur_mu, &until);
-	bool any = s->dur_head != NULL;
+	bool any = s->dur_head != NULL || s->n_fin;
 	pthread_mutex_unlock(&s->dur_mu);
 	return any;
 }
@@ -321,7 +415,13 @@ void gs_dur_free_all(gs_service *s)
 	pthread_mutex_lock(&s->dur_mu);
 	struct dur_ack *a = s->dur_head;
 	s->dur_head = s->dur_tail = NULL;
+	free(s->fin);
+	s->fin = NULL;
+	s->n_fin = s->cap_fin = 0;
 	pthread_mutex_unlock(&s->dur_mu);
+	pthread_mutex_lock(&s->mu);
+	gs_id_map_free(&s->unsynced);
+	pthread_mutex_unlock(&s->mu);
 	for (struct dur_ack *nx; a; a = nx) {
 		nx = a->next;
 		if (a->w) {
@@ -387,6 +487,31 @@ int gs_service_snapshot(void *arg, gs_wal_snap *snap)
 		}
 		pthread_mutex_unlock(&s->mu);
 	}
+	/* The live idempotency keys (keyed submits change them under mu only). */
+	uint32_t cap = gs_engine_idem_capacity(s->eng), max_ids = gs_engine_idem_max_ids(s->eng);
+	uint64_t *kids = rc == GS_OK ? malloc((size_t)max_ids * sizeof(*kids)) : NULL;
+	if (rc == GS_OK && !kids)
+		rc = GS_ENOMEM;
+	for (uint32_t base = 0; base < cap && rc == GS_OK; base += 4096) {
+		pthread_mutex_lock(&s->mu);
+		for (uint32_t i = base; i < cap && i < base + 4096 && rc == GS_OK; i++) {
+			gs_idem_info info;
+			int krc = GS_EBUSY;
+			for (int tries = 0; krc == GS_EBUSY && tries < 100; tries++)
+				krc = gs_engine_idem_at(s->eng, i, &info, kids, max_ids);
+			if (krc != GS_OK)
+				continue;
+			gs_wal_key k = {.key = info.key,
+			                .key_len = info.key_len,
+			                .digest = info.digest,
+			                .created_us = info.created_us,
+			                .ids = kids,
+			                .n_ids = info.n};
+			rc = gs_wal_snap_add_key(snap, &k);
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
+	free(kids);
 	/* After the walk: covers every ID issued before it ended. */
 	gs_wal_snap_gen_high(snap, gs_engine_gen_high(s->eng));
 	return rc;

@@ -400,12 +400,20 @@ static void unknown_result(struct gs_client_result *r, uint64_t id)
 int gs_client_submit(struct gs_client *c, const struct gs_client_spec *specs, size_t n,
                      uint64_t *ids_out)
 {
+	return gs_client_submit_idem(c, NULL, specs, n, ids_out);
+}
+
+int gs_client_submit_idem(struct gs_client *c, const char *idempotency_key,
+                          const struct gs_client_spec *specs, size_t n, uint64_t *ids_out)
+{
 	if (!c || !specs || !n || !ids_out)
 		return GS_EINVAL;
 	struct pbw w;
 	pbw_init(&w);
 	for (size_t i = 0; i < n; i++)
 		put_spec(&w, 1, &specs[i]);
+	if (idempotency_key && idempotency_key[0])
+		pbw_bytes(&w, 2, idempotency_key, strlen(idempotency_key));
 	struct gs_rpc_reply rep;
 	int rc = call(c, SVC_TASK "Submit", &w, 0, &rep);
 	pbw_free(&w);

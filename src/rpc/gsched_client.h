@@ -159,6 +159,21 @@ int gs_client_connect_err(const char *addr, const struct gs_client_opts *opts,
 int gs_client_submit(struct gs_client *c, const struct gs_client_spec *specs, size_t n,
                      uint64_t *ids_out);
 
+/*
+ * gs_client_submit with an idempotency key (NULL or "": none, the same as
+ * gs_client_submit).  Retrying a Submit whose reply was lost (GS_EUNAVAIL,
+ * GS_ETIMEOUT, a server restart) with the same key and the same specs
+ * returns the IDs of the tasks the first attempt created, if it got that
+ * far, instead of queuing them again.  The server keeps a key while any of
+ * its tasks is still there (until their results are fetched or expire
+ * after --result-ttl-ms); after that the key is forgotten and a retry
+ * queues new tasks.  Keys are at most 128 bytes.  GS_EINVAL also when the
+ * key was used for a different request (another count or specs: nothing
+ * queued); GS_EFULL when the server's key table is full.
+ */
+int gs_client_submit_idem(struct gs_client *c, const char *idempotency_key,
+                          const struct gs_client_spec *specs, size_t n, uint64_t *ids_out);
+
 /* Waits until all n tasks are final or timeout_ms passes (< 0: no limit).
  * results_out[n] is always filled (non-final tasks with their current state,
  * unknown IDs as GS_CLIENT_UNKNOWN); free with gs_client_results_free.

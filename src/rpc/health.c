@@ -122,6 +122,9 @@ int gs_rpc_health_register(struct gs_rpc_server *srv, struct gs_rpc_health **out
 		health_free(h);
 		return rc;
 	}
+	/* Probes are answered whatever the connection and stream limits (cannot
+	 * fail: the method was registered just now). */
+	gs_rpc_server_exempt_method(srv, GS_RPC_HEALTH_CHECK_PATH);
 	if (out)
 		*out = h;
 	return GS_OK;

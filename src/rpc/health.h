@@ -7,7 +7,8 @@
  * NOT_SERVING as set, and NOT_SERVING for everything once the server is
  * stopping; an unknown service name gets status NOT_FOUND (as the health
  * protocol says).  Watch is not served (clients then see UNIMPLEMENTED, which
- * the protocol treats as "health checking not supported").
+ * the protocol treats as "health checking not supported").  Check is exempt
+ * from the server's connection and stream limits (rpc_server.h, "Limits").
  *
  * Thread-safety: gs_rpc_health_set is safe from any thread, concurrently with
  * Check calls.  Errors: gs_status codes.  The gs_rpc_health object is owned by

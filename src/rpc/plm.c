@@ -188,10 +188,13 @@ void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete)
 		else
 			gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED,
 			                   "reply over the message limit");
-		/* Delivered: the client has fetched these results. */
+		/* Delivered: the client has fetched these results (the ones
+		 * it was shown as final: gs_service_read). */
 		for (size_t i = 0; i < w->n_ids; i++) {
 			gs_task_info info;
-			if (gs_engine_task_info(s->eng, w->ids[i], &info) == GS_OK &&
+			const uint8_t *res;
+			uint32_t res_len;
+			if (gs_service_read(s, w->ids[i], &info, &res, &res_len) == GS_OK &&
 			    (info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
 			     info.state == GS_TASK_CANCELLED))
 				gs_plm_release(s, w->ids[i]);

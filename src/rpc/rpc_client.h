@@ -5,6 +5,9 @@
  * streams (server-stream or bidi), each stream with its own completion queue
  * and thread.  Bytes in and out are opaque: protobuf encoding is the caller's.
  *
+ * Each client has a TCP connection of its own (not shared with other
+ * clients of the process), so a server counts and tells them apart.
+ *
  * Failing fast: calls do not wait for the connection to become ready
  * (wait_for_ready is off), so an unreachable server fails a call with
  * UNAVAILABLE (GS_EUNAVAIL) as soon as the connection attempt fails, and every

@@ -137,6 +137,13 @@ void gs_chan_args_init(struct gs_chan_args *st, size_t max_message, bool client,
 		st->arg[n].type = GRPC_ARG_INTEGER;
 		st->arg[n].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
 		st->arg[n++].value.integer = rmax;
+		/* One connection per channel: without this, channels of one
+		 * process with equal arguments share one TCP connection (gRPC's
+		 * global subchannel pool), and a server could not tell them
+		 * apart (its connection limit, its peer addresses). */
+		st->arg[n].type = GRPC_ARG_INTEGER;
+		st->arg[n].key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL;
+		st->arg[n++].value.integer = 1;
 	}
 	st->args.num_args = n;
 	st->args.args = st->arg;

@@ -75,11 +75,13 @@ gpr_timespec gs_deadline_ms(int ms);
  * if past). */
 int64_t gs_ms_until(gpr_timespec t);
 
-/* Channel args for the message size limits (send and receive).  `store`
- * must outlive the use of the returned args.  Two entries are left free
- * for the caller to append (args.num_args++). */
+/* Channel args for the message size limits (send and receive); a client's
+ * also turn retries off, set the reconnect backoff and give the channel a
+ * connection of its own (a local subchannel pool).  `store` must outlive
+ * the use of the returned args.  Two entries are left free for the caller
+ * to append (args.num_args++). */
 struct gs_chan_args {
-	grpc_arg arg[8];
+	grpc_arg arg[12];
 	grpc_channel_args args;
 };
 void gs_chan_args_init(struct gs_chan_args *store, size_t max_message, bool client,

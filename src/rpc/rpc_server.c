@@ -4,10 +4,10 @@
  * Every completion-queue tag points at a `struct tag` embedded in the object
  * it belongs to (a request slot, a call, or the server for shutdown).
  *
- * Locks: srv->mu guards the server's lifecycle flags, the live-call list and
- * the re-arming of requests; call->mu guards a call's state and outbound
- * queue; call->cb_mu serialises the user callbacks of one call.  Never hold
- * two of them at once, except cb_mu while a callback takes call->mu.
+ * Locks: srv->mu guards the server's lifecycle flags, the live-call list,
+ * the limit counters (streams, peers) and the re-arming of requests; call->mu guards a call's state
+ * and outbound queue; call->cb_mu serialises the user callbacks of one call.  Never hold two of
+ * them at once, except cb_mu while a callback takes call->mu.
  */
 #include "rpc_server.h"
 
@@ -29,8 +29,9 @@
 #include "gs_error.h"
 #include "rpc_io.h"
 
-#define MAX_THREADS 16
-#define MAX_ARMED   256
+#define MAX_THREADS  16
+#define MAX_ARMED    256
+#define PEER_BUCKETS 1024 /* hash buckets of the connection count (power of two) */
 
 enum tag_kind { TAG_REQUEST, TAG_CALL_RECV, TAG_CALL_SEND, TAG_CALL_CLOSE, TAG_SHUTDOWN };
 
@@ -66,10 +67,19 @@ struct request {
 struct method {
 	char *path;
 	enum gs_rpc_kind kind;
+	bool exempt; /* not counted against max_connections / max_streams */
 	struct gs_rpc_method_ops ops;
 	void *ud;
 	void *handle;
 	struct request *reqs;
+};
+
+/* A peer address with admitted calls open (max_connections), under srv->mu. */
+struct peer {
+	struct peer *next;
+	uint64_t hash;
+	size_t calls;
+	char key[];
 };
 
 struct gs_rpc_call {
@@ -111,6 +121,8 @@ struct gs_rpc_call {
 
 	/* under srv->mu */
 	struct gs_rpc_call *prev, *next;
+	struct peer *conn;   /* counted against max_connections (NULL: not) */
+	bool counted_stream; /* counted against max_streams */
 };
 
 struct gs_rpc_server {
@@ -138,6 +150,10 @@ struct gs_rpc_server {
 	bool destroying; /* grpc_server_destroy is under way: touch no new call */
 	size_t live;
 	struct gs_rpc_call *calls; /* live list */
+	/* Limits (rpc_server.h, "Limits"), under mu. */
+	unsigned max_connections, max_streams;
+	size_t nstreams, nconns;
+	struct peer **peers; /* PEER_BUCKETS chains; NULL without max_connections */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -181,6 +197,88 @@ static bool call_done_locked(struct gs_rpc_call *call)
 	return true;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Limits: streams and connections open at once                              */
+
+static uint64_t peer_hash(const char *s)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (uint8_t)*s) * 1099511628211ull;
+	return h;
+}
+
+/* Counts a new call against the limits, or says why it is refused (NULL:
+ * admitted).  Caller holds srv->mu. */
+static const char *limits_admit_locked(struct gs_rpc_server *srv, struct gs_rpc_call *call)
+{
+	bool stream = call->kind != GS_RPC_UNARY;
+	if (stream && srv->max_streams && srv->nstreams >= srv->max_streams)
+		return "too many streams: the server's --max-streams limit is reached";
+	if (srv->peers) {
+		uint64_t h = peer_hash(call->peer);
+		struct peer **b = &srv->peers[h & (PEER_BUCKETS - 1)], *p = *b;
+		while (p && !(p->hash == h && strcmp(p->key, call->peer) == 0))
+			p = p->next;
+		if (p == NULL) {
+			if (srv->nconns >= srv->max_connections)
+				return "too many connections: the server's --max-connections limit "
+				       "is reached";
+			size_t klen = strlen(call->peer);
+			p = malloc(sizeof(*p) + klen + 1);
+			if (p == NULL)
+				return "server out of memory";
+			memcpy(p->key, call->peer, klen + 1);
+			p->hash = h;
+			p->calls = 0;
+			p->next = *b;
+			*b = p;
+			srv->nconns++;
+		}
+		p->calls++;
+		call->conn = p;
+	}
+	if (stream) {
+		srv->nstreams++;
+		call->counted_stream = true;
+	}
+	return NULL;
+}
+
+/* Gives back what limits_admit_locked counted.  Caller holds srv->mu. */
+static void limits_release_locked(struct gs_rpc_server *srv, struct gs_rpc_call *call)
+{
+	if (call->counted_stream) {
+		srv->nstreams--;
+		call->counted_stream = false;
+	}
+	struct peer *p = call->conn;
+	call->conn = NULL;
+	if (p == NULL || --p->calls > 0)
+		return;
+	struct peer **b = &srv->peers[p->hash & (PEER_BUCKETS - 1)];
+	while (*b != p)
+		b = &(*b)->next;
+	*b = p->next;
+	free(p);
+	srv->nconns--;
+}
+
+void gs_rpc_server_counts(struct gs_rpc_server *srv, size_t *streams, size_t *connections)
+{
+	size_t s = 0, c = 0;
+	if (srv) {
+		pthread_mutex_lock(&srv->mu);
+		s = srv->nstreams;
+		c = srv->nconns;
+		pthread_mutex_unlock(&srv->mu);
+	}
+	if (streams)
+		*streams = s;
+	if (connections)
+		*connections = c;
+}
+
 static void call_release_grpc(struct gs_rpc_call *call)
 {
 	struct gs_rpc_server *srv = call->srv;
@@ -194,6 +292,7 @@ static void call_release_grpc(struct gs_rpc_call *call)
 	if (call->next)
 		call->next->prev = call->prev;
 	call->prev = call->next = NULL;
+	limits_release_locked(srv, call);
 	srv->live--;
 	pthread_cond_broadcast(&srv->cond);
 	pthread_mutex_unlock(&srv->mu);
@@ -622,6 +721,9 @@ static void on_request(struct gs_rpc_server *srv, struct request *r, bool succes
 	}
 	request_arm_locked(srv, r);
 	bool stopping = atomic_load(&srv->stopping);
+	const char *over_limit = NULL;
+	if (call && !stopping && r->m && !r->m->exempt)
+		over_limit = limits_admit_locked(srv, call);
 	if (call) {
 		call->next = srv->calls;
 		if (srv->calls)
@@ -677,6 +779,8 @@ static void on_request(struct gs_rpc_server *srv, struct request *r, bool succes
 		call_finish_internal(call, GS_RPC_UNIMPLEMENTED, "unknown method");
 	} else if (stopping) {
 		call_finish_internal(call, GS_RPC_UNAVAILABLE, "server shutting down");
+	} else if (over_limit) {
+		call_finish_internal(call, GS_RPC_RESOURCE_EXHAUSTED, over_limit);
 	} else {
 		int rc = GS_OK;
 		gs_rpc_call_ref(call); /* the user's reference, if accepted */
@@ -786,6 +890,16 @@ int gs_rpc_server_create(const struct gs_rpc_server_opts *opts, struct gs_rpc_se
 	srv->armed_per_method = o.armed_per_method;
 	srv->max_message = o.max_message_bytes;
 	srv->max_queue = o.max_queue_bytes;
+	srv->max_connections = o.max_connections;
+	srv->max_streams = o.max_streams;
+	if (o.max_connections) {
+		srv->peers = calloc(PEER_BUCKETS, sizeof(*srv->peers));
+		if (srv->peers == NULL) {
+			free(srv->catch_all);
+			free(srv);
+			return GS_ENOMEM;
+		}
+	}
 	srv->opts = o;
 	pthread_mutex_init(&srv->mu, NULL);
 	pthread_condattr_t ca;
@@ -811,6 +925,7 @@ int gs_rpc_server_create(const struct gs_rpc_server_opts *opts, struct gs_rpc_se
 		if (srv->cq)
 			grpc_completion_queue_destroy(srv->cq);
 		gs_rpc_lib_unref();
+		free(srv->peers);
 		free(srv->catch_all);
 		free(srv);
 		return GS_EIO;
@@ -867,6 +982,21 @@ int gs_rpc_server_add_method(struct gs_rpc_server *srv, const char *path, enum g
 	}
 	srv->methods[srv->nmethods++] = m;
 	return GS_OK;
+}
+
+int gs_rpc_server_exempt_method(struct gs_rpc_server *srv, const char *path)
+{
+	if (srv == NULL || path == NULL)
+		return GS_EINVAL;
+	if (srv->started || atomic_load(&srv->stopping))
+		return GS_ESTATE;
+	for (size_t i = 0; i < srv->nmethods; i++) {
+		if (strcmp(srv->methods[i]->path, path) == 0) {
+			srv->methods[i]->exempt = true;
+			return GS_OK;
+		}
+	}
+	return GS_EINVAL;
 }
 
 int gs_rpc_server_set_auth(struct gs_rpc_server *srv, gs_rpc_auth_fn fn, void *arg)
@@ -1090,6 +1220,7 @@ void gs_rpc_server_destroy(struct gs_rpc_server *srv)
 	}
 	free(srv->methods);
 	free(srv->catch_all);
+	free(srv->peers); /* empty: every call was released by the stop */
 	pthread_mutex_destroy(&srv->mu);
 	pthread_cond_destroy(&srv->cond);
 	free(srv);

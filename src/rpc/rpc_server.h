@@ -35,6 +35,21 @@
  * as the queue is the response): over the bound a send returns
  * GS_EFULL and queues nothing, so the caller decides what a slow peer gets.
  *
+ * Limits (gs_rpc_server_opts).  max_streams bounds the streaming calls
+ * (server-stream and bidi) open at once, server-wide; max_connections bounds
+ * the connections that have a call open at once, a connection being a peer
+ * address (gs_rpc_call_peer: "ipv4:127.0.0.1:53412"; every Unix-socket peer
+ * counts as one).  A call over either bound is finished at once with
+ * RESOURCE_EXHAUSTED ("too many streams" / "too many connections") after the
+ * authorizer let it through, before on_open, and is not counted; the calls
+ * already open are untouched, and a slot frees when its call is over.  The
+ * gRPC 1.51 core cannot refuse a TCP connection itself: an idle connection
+ * (no call open) is not counted and is refused nothing until it calls.
+ * Methods marked with gs_rpc_server_exempt_method (health probes) are never
+ * counted nor refused.  A received message over max_message_bytes is refused
+ * by gRPC itself with RESOURCE_EXHAUSTED (the call ends; on_message does not
+ * see it).
+ *
  * Lifetime.  A call holds two references: one for gRPC (dropped when the call
  * is over and no operation is in flight) and one for the user, given with
  * on_open (also when on_open is NULL).  The user drops it with gs_rpc_call_unref() once it will no
@@ -73,6 +88,8 @@ struct gs_rpc_server_opts {
 	size_t max_message_bytes;  /* receive and send limit per message (0: 4 MiB) */
 	size_t max_queue_bytes;    /* outbound queue bound per call (0 or more than
 	                              max_message_bytes: max_message_bytes) */
+	unsigned max_connections;  /* connections with a call open at once (0: no limit) */
+	unsigned max_streams;      /* streaming calls open at once, server-wide (0: no limit) */
 	/* Run first and last on each polling thread (may be NULL), e.g. to
 	 * register the thread with an RCU flavor its callbacks use. */
 	unsigned busy_poll_us; /* polling threads poll without sleeping this long after
@@ -104,6 +121,17 @@ int gs_rpc_server_create(const struct gs_rpc_server_opts *opts, struct gs_rpc_se
  * missing on_message, bad kind), GS_ESTATE (already started), GS_ENOMEM. */
 int gs_rpc_server_add_method(struct gs_rpc_server *srv, const char *path, enum gs_rpc_kind kind,
                              const struct gs_rpc_method_ops *ops, void *method_ud);
+
+/* Exempt a registered method (e.g. health checks) from max_connections and
+ * max_streams: its calls are neither counted nor refused.  Before
+ * gs_rpc_server_start.  GS_EINVAL (NULL, or path not registered),
+ * GS_ESTATE (already started). */
+int gs_rpc_server_exempt_method(struct gs_rpc_server *srv, const char *path);
+
+/* Calls open now that count against the limits: streams (server-stream and
+ * bidi) and connections (distinct peers).  Either pointer may be NULL.
+ * Connections are counted only when max_connections is set (else 0). */
+void gs_rpc_server_counts(struct gs_rpc_server *srv, size_t *streams, size_t *connections);
 
 /* Checks every call (registered or not) before anything else: returns
  * GS_RPC_OK to let it through, or the gRPC code (enum gs_rpc_code) to finish

@@ -330,6 +330,13 @@ int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_
 		return rc;
 	*res = NULL;
 	*res_len = 0;
+	uint32_t shown;
+	if (gs_id_map_get(&s->unsynced, id, &shown)) {
+		/* Final, but not on disk yet (durable.c): not final to anyone. */
+		info->state = shown;
+		info->finished_us = 0;
+		return GS_OK;
+	}
 	if (info->state == GS_TASK_DONE || info->state == GS_TASK_FAILED ||
 	    info->state == GS_TASK_CANCELLED)
 		gs_engine_task_result(s->eng, id, res, res_len);

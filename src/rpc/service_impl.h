@@ -12,6 +12,7 @@
 #include "codec.h"
 #include "delay_timer.h"
 #include "health.h"
+#include "id_map.h"
 #include "service.h"
 #include "worker_table.h"
 
@@ -132,6 +133,12 @@ struct gs_service {
 	pthread_mutex_t dur_mu;
 	pthread_cond_t dur_cv;
 	struct dur_ack *dur_head, *dur_tail;
+	/* Final states waiting for their record to be on disk (durable.c):
+	 * (task, LSN) under dur_mu, and, under mu, task -> the state shown
+	 * meanwhile (a final state is shown to nobody before it is durable). */
+	struct dur_fin *fin;
+	size_t n_fin, cap_fin;
+	gs_id_map unsynced;
 };
 
 /* plm.c: under s->mu. */
@@ -172,9 +179,17 @@ int gs_admin_service_register(gs_service *s, struct gs_rpc_server *srv);
  * marks the log failed. */
 int gs_dur_submit(gs_service *s, const gs_task_spec *specs, const uint64_t *ids, size_t n,
                   uint64_t now_us, uint64_t *lsn);
+/* The KEY record of a keyed Submit: appended before its SUBMITs (wal.h). */
+int gs_dur_key(gs_service *s, const gs_idem_req *k, const uint64_t *ids, size_t n, uint64_t now_us,
+               uint64_t *lsn);
 void gs_dur_assign(gs_service *s, const gs_assignment *a, uint64_t now_us);
-void gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
-                     uint64_t now_us);
+int gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
+                    uint64_t now_us, uint64_t *lsn);
+/* Task id reached a final state whose record is lsn (under s->mu): without
+ * a log, or once lsn is durable, gs_plm_finished(); until then the task
+ * reads as `shown` (gs_service_read) and no waiter hears of it, so no final
+ * state is seen that a crash could still undo. */
+void gs_dur_finished(gs_service *s, uint64_t id, uint64_t lsn, uint32_t shown, uint64_t now_us);
 int gs_dur_cancel(gs_service *s, uint64_t id, uint64_t now_us, uint64_t *lsn);
 void gs_dur_release(gs_service *s, uint64_t id);
 /* Cancels and releases tasks never acknowledged (under s->mu). */
@@ -194,7 +209,8 @@ void gs_dur_free_all(gs_service *s);
  * else wake the scheduler thread.  Call with no other lock held. */
 void gs_service_kick(gs_service *s);
 
-/* Reads a task for a reply: info and stored result (NULL if not final). */
+/* Reads a task for a reply (under s->mu): info and stored result (NULL if
+ * not final); a final state not yet durable reads as not final. */
 int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_t **res,
                     uint32_t *res_len);
 

@@ -3,13 +3,15 @@
  *
  * Submit and SubmitStream validate every spec before anything is queued
  * (bad input changes nothing), store the packed spec as the task's payload,
- * and wake the scheduler.  Wait, SubmitStream and Watch subscribe to the
- * tasks' final states through plm.c; Get reads the engine; Cancel moves the
- * task and tells its worker.
+ * and wake the scheduler.  A Submit with an idempotency_key goes through
+ * gs_engine_submit_idem: a retry gets the first request's IDs.  Wait,
+ * SubmitStream and Watch subscribe to the tasks' final states through plm.c;
+ * Get reads the engine; Cancel moves the task and tells its worker.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "gs_error.h"
 #include "service_impl.h"
@@ -77,6 +79,135 @@ static void free_packed(gs_pb_buf *packed, size_t n)
 
 /* --- Submit ------------------------------------------------------------- */
 
+static void sleep_1ms(void)
+{
+	struct timespec ts = {0, 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+/* FNV-1a 64, continued from h. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* A field into the digest: its tag, its length, its bytes. */
+static uint64_t dg(uint64_t h, uint32_t tag, const void *p, size_t n)
+{
+	uint64_t hdr[2] = {tag, n};
+	return fnv(fnv(h, hdr, sizeof(hdr)), p, n);
+}
+
+static uint64_t dg_u32(uint64_t h, uint32_t tag, uint32_t v)
+{
+	return dg(h, tag, &v, sizeof(v));
+}
+
+static uint64_t dg_str(uint64_t h, uint32_t tag, const char *str)
+{
+	return dg(h, tag, str ? str : "", str ? strlen(str) : 0);
+}
+
+/*
+ * The digest a retry under the same idempotency key must match: every field
+ * of every spec, in order, labels in any order (a map's wire order is not
+ * fixed).  Stored with the key (segment and log): keep it stable.
+ */
+static uint64_t request_digest(Gsched__V1__TaskSpec *const *specs, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	h = dg_u32(h, 0, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		const Gsched__V1__TaskSpec *sp = specs[i];
+		h = dg_str(h, 1, sp->queue && sp->queue[0] ? sp->queue : "default");
+		h = dg_u32(h, 2, sp->priority);
+		h = dg_u32(h, 3, (uint32_t)sp->body_case);
+		if (sp->body_case == GSCHED__V1__TASK_SPEC__BODY_ARGV && sp->argv) {
+			h = dg_u32(h, 4, (uint32_t)sp->argv->n_args);
+			for (size_t a = 0; a < sp->argv->n_args; a++)
+				h = dg_str(h, 5, sp->argv->args[a]);
+			h = dg(h, 6, sp->argv->stdin.data, sp->argv->stdin.len);
+		} else if (sp->body_case == GSCHED__V1__TASK_SPEC__BODY_HANDLER && sp->handler) {
+			h = dg_str(h, 7, sp->handler->name);
+			h = dg(h, 8, sp->handler->payload.data, sp->handler->payload.len);
+		}
+		h = dg_u32(h, 9, sp->retries);
+		h = dg_u32(h, 10, sp->timeout_ms);
+		h = dg_u32(h, 11, sp->delay_ms);
+		uint64_t labels = 0;
+		for (size_t l = 0; l < sp->n_labels; l++) {
+			uint64_t e = dg_str(0xcbf29ce484222325ull, 12, sp->labels[l]->key);
+			labels += dg_str(e, 13, sp->labels[l]->value);
+		}
+		h = dg(h, 14, &labels, sizeof(labels));
+	}
+	return h;
+}
+
+/*
+ * A Submit with an idempotency key: the engine's lookup-or-submit and, for
+ * new tasks, their records (KEY first, then the SUBMITs) under the PLM lock,
+ * so a retry that comes next sees the key only once its records are
+ * appended, and its reply (held until *lsn is durable) follows them.  GS_OK
+ * with *existing: ids are the first request's.  Errors carry a message.
+ */
+static int submit_keyed(gs_service *s, const Gsched__V1__SubmitRequest *req,
+                        const gs_task_spec *specs, uint64_t *ids, size_t n, uint64_t now,
+                        uint64_t *lsn, bool *existing, bool *log_bad, char *err, size_t err_len)
+{
+	gs_idem_req k = {.key = req->idempotency_key,
+	                 .key_len = (uint32_t)strlen(req->idempotency_key),
+	                 .digest = request_digest(req->tasks, n)};
+	enum gs_idem_outcome oc = GS_IDEM_NEW;
+	int rc = GS_EBUSY;
+	/* GS_EBUSY: another process inserts the same key right now (in this
+	 * one, keyed submits are serialized by mu): it is done in moments. */
+	for (int tries = 0; rc == GS_EBUSY && tries < 2000; tries++) {
+		if (tries)
+			sleep_1ms();
+		pthread_mutex_lock(&s->mu);
+		rc = gs_engine_submit_idem(s->eng, &k, specs, n, now, ids, &oc);
+		if (rc == GS_OK && oc == GS_IDEM_NEW && s->o.wal) {
+			int wrc = gs_dur_key(s, &k, ids, n, now, lsn);
+			if (wrc == GS_OK)
+				wrc = gs_dur_submit(s, specs, ids, n, now, lsn);
+			if (wrc != GS_OK) {
+				/* Not in the log: take the tasks back (the key dies with
+				 * them), acknowledge nothing. */
+				gs_dur_undo(s, ids, n, now);
+				*log_bad = true;
+			}
+		} else if (rc == GS_OK && s->o.wal) {
+			/* Appended before the key became visible to us: covered. */
+			*lsn = gs_wal_appended_lsn(s->o.wal);
+		}
+		pthread_mutex_unlock(&s->mu);
+	}
+	*existing = rc == GS_OK && oc == GS_IDEM_EXISTING;
+	if (rc == GS_ESTATE) {
+		snprintf(err, err_len,
+		         "idempotency key '%.64s' was used by a different request (another task "
+		         "count or spec): nothing queued",
+		         req->idempotency_key);
+		return GS_EINVAL;
+	}
+	if (rc == GS_EFULL && oc == GS_IDEM_KEYS_FULL)
+		snprintf(err, err_len,
+		         "idempotency key table full (keys live until their tasks' results are "
+		         "fetched or expire): nothing queued");
+	else if (rc == GS_EBUSY) {
+		snprintf(err, err_len, "idempotency key '%.64s' is being submitted: retry",
+		         req->idempotency_key);
+		return GS_EUNAVAIL;
+	}
+	return rc;
+}
+
 static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
 {
 	gs_service *s = ud;
@@ -95,9 +226,18 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	}
 	size_t n = req->n_tasks;
 	char err[256] = "";
-	if (n == 0 || n > s->o.max_batch) {
+	size_t key_len = req->idempotency_key ? strlen(req->idempotency_key) : 0;
+	if (n == 0 || n > s->o.max_batch)
 		snprintf(err, sizeof(err), "a Submit carries 1..%u tasks, not %zu", s->o.max_batch,
 		         n);
+	else if (key_len > GS_IDEM_MAX_KEY)
+		snprintf(err, sizeof(err), "idempotency_key is %zu bytes, over the limit of %u",
+		         key_len, GS_IDEM_MAX_KEY);
+	else if (key_len && n > gs_engine_idem_max_ids(s->eng))
+		snprintf(err, sizeof(err),
+		         "a Submit with an idempotency_key carries at most %u tasks",
+		         gs_engine_idem_max_ids(s->eng));
+	if (err[0]) {
 		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, err);
 		gsched__v1__submit_request__free_unpacked(req, NULL);
 		return;
@@ -117,15 +257,25 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	} else if (rc != GS_OK) {
 		finish_err(call, rc, NULL);
 	} else {
-		rc = gs_engine_submit(s->eng, specs, n, now, ids);
 		uint64_t lsn = 0;
-		if (rc == GS_OK && s->o.wal &&
+		bool existing = false, log_bad = false;
+		if (key_len)
+			rc = submit_keyed(s, req, specs, ids, n, now, &lsn, &existing, &log_bad,
+			                  err, sizeof(err));
+		else
+			rc = gs_engine_submit(s->eng, specs, n, now, ids);
+		if (!key_len && rc == GS_OK && s->o.wal &&
 		    gs_dur_submit(s, specs, ids, n, now, &lsn) != GS_OK) {
 			/* Not in the log: take the tasks back, acknowledge nothing. */
 			pthread_mutex_lock(&s->mu);
 			gs_dur_undo(s, ids, n, now);
 			pthread_mutex_unlock(&s->mu);
+			log_bad = true;
+		}
+		if (log_bad) {
 			gs_rpc_call_finish(call, GS_RPC_UNAVAILABLE, LOG_FAILED);
+		} else if (rc != GS_OK && err[0]) {
+			finish_err(call, rc, err);
 		} else if (rc != GS_OK) {
 			finish_err(call, rc,
 			           rc == GS_EFULL
@@ -143,8 +293,11 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 				gs_pb_put_raw(&b, le, 8);
 			}
 			gs_pb_end(&b, m);
+			/* A retry's reply waits for the first request's records too (lsn
+			 * covers them), but takes nothing back if the log fails. */
 			if (s->o.wal && !b.oom &&
-			    gs_dur_hold_reply(s, call, true, lsn, &b, ids, n) == GS_OK) {
+			    gs_dur_hold_reply(s, call, !existing, lsn, &b, existing ? NULL : ids,
+			                      existing ? 0 : n) == GS_OK) {
 				/* answered by the committer once durable */
 			} else if (b.oom || gs_rpc_call_send(call, b.data, b.len) != GS_OK) {
 				gs_rpc_call_finish(call, GS_RPC_INTERNAL, "reply failed");
@@ -382,7 +535,10 @@ static void wait_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, s
 	size_t finals = 0, unknown = 0;
 	for (size_t i = 0; i < w->n_ids; i++) {
 		gs_task_info info;
-		if (gs_engine_task_info(s->eng, w->ids[i], &info) != GS_OK) {
+		const uint8_t *res;
+		uint32_t res_len;
+		/* gs_service_read: a final state not on disk yet is not final. */
+		if (gs_service_read(s, w->ids[i], &info, &res, &res_len) != GS_OK) {
 			unknown++;
 			continue;
 		}
@@ -481,14 +637,18 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	bool logged = true;
 	pthread_mutex_lock(&s->mu);
 	for (size_t i = 0; i < req->n_ids; i++) {
-		uint64_t id = req->ids[i], worker = 0;
+		uint64_t id = req->ids[i], worker = 0, task_lsn = 0;
 		uint32_t attempt = 0;
 		Gsched__V1__CancelResult out;
 		int rc = gs_engine_cancel(s->eng, id, now, &worker, &attempt);
 		gs_task_info info;
 		int irc = gs_engine_task_info(s->eng, id, &info);
-		if (rc == GS_OK && s->o.wal && gs_dur_cancel(s, id, now, &lsn) != GS_OK)
-			logged = false;
+		if (rc == GS_OK && s->o.wal) {
+			if (gs_dur_cancel(s, id, now, &task_lsn) != GS_OK)
+				logged = false;
+			else
+				lsn = task_lsn;
+		}
 		if (rc == GS_OK) {
 			out = worker ? GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_REQUESTED
 			             : GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_CANCELLED;
@@ -508,7 +668,8 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		                                : GSCHED__V1__TASK_STATE__TASK_STATE_UNKNOWN));
 		gs_pb_end(&b, m);
 		if (rc == GS_OK)
-			gs_plm_finished(s, id, now);
+			gs_dur_finished(s, id, task_lsn, worker ? GS_TASK_RUNNING : GS_TASK_QUEUED,
+			                now);
 	}
 	gs_plm_flush(s, now);
 	pthread_mutex_unlock(&s->mu);

@@ -21,6 +21,7 @@
 
 struct lost_ctx {
 	uint64_t failed[256];
+	uint64_t lsn[256]; /* of each FAILED record (0 without a log) */
 	size_t n;
 	gs_service *s;
 	uint64_t now_us;
@@ -32,7 +33,7 @@ static void flush_failed(struct lost_ctx *c)
 		return;
 	pthread_mutex_lock(&c->s->mu);
 	for (size_t i = 0; i < c->n; i++)
-		gs_plm_finished(c->s, c->failed[i], c->now_us);
+		gs_dur_finished(c->s, c->failed[i], c->lsn[i], GS_TASK_RUNNING, c->now_us);
 	gs_plm_flush(c->s, c->now_us);
 	pthread_mutex_unlock(&c->s->mu);
 	c->n = 0;
@@ -43,15 +44,17 @@ static void on_task_moved(uint64_t task, uint32_t state, void *arg)
 	struct lost_ctx *c = arg;
 	if (state != GS_TASK_FAILED)
 		return; /* requeued: its next ASSIGN says so */
+	uint64_t lsn = 0;
 	if (c->s->o.wal) {
 		gs_outcome o = {.failed = true, .status = -1, .reason = GS_REASON_WORKER_LOST};
 		gs_task_info info;
 		uint32_t attempt =
 		    gs_engine_task_info(c->s->eng, task, &info) == GS_OK ? info.attempt : 0;
-		gs_dur_complete(c->s, task, attempt, &o, c->now_us);
+		gs_dur_complete(c->s, task, attempt, &o, c->now_us, &lsn);
 	}
 	if (c->n == sizeof(c->failed) / sizeof(c->failed[0]))
 		flush_failed(c);
+	c->lsn[c->n] = lsn;
 	c->failed[c->n++] = task;
 }
 
@@ -329,7 +332,8 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		gs_engine_start(s->eng, up->started[i]->id, c->wid, up->started[i]->attempt,
 		                up->started[i]->started_us ? up->started[i]->started_us : now);
 	if (up->n_results) {
-		uint64_t *done = malloc(up->n_results * sizeof(*done));
+		/* done[i]: a recorded result's task; done[n + i]: its record's LSN. */
+		uint64_t *done = malloc(2 * up->n_results * sizeof(*done));
 		size_t n_done = 0;
 		gs_pb_buf frag;
 		gs_pb_buf_init(&frag);
@@ -356,11 +360,13 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 				o.failed = true;
 				rc = gs_engine_finish(s->eng, r->id, c->wid, r->attempt, &o, now);
 			}
+			uint64_t lsn = 0;
 			if (rc == GS_OK && s->o.wal)
-				gs_dur_complete(s, r->id, r->attempt, &o, now);
-			if (rc == GS_OK && done)
+				gs_dur_complete(s, r->id, r->attempt, &o, now, &lsn);
+			if (rc == GS_OK && done) {
+				done[up->n_results + n_done] = lsn;
 				done[n_done++] = r->id;
-			else if (rc != GS_OK)
+			} else if (rc != GS_OK)
 				atomic_fetch_add_explicit(&s->stale_results, 1,
 				                          memory_order_relaxed);
 		}
@@ -372,7 +378,8 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		if (n_done) {
 			pthread_mutex_lock(&s->mu);
 			for (size_t i = 0; i < n_done; i++)
-				gs_plm_finished(s, done[i], now);
+				gs_dur_finished(s, done[i], done[up->n_results + i],
+				                GS_TASK_RUNNING, now);
 			gs_plm_flush(s, now);
 			pthread_mutex_unlock(&s->mu);
 			gs_service_kick(s);

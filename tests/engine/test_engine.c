@@ -472,7 +472,8 @@ static void t_worker_dead(void **st)
 	assert_int_equal(gs_engine_queue_stats(e, DQ, &qs), GS_OK);
 	assert_int_equal(qs.requeued, 1);
 	assert_int_equal(qs.failed, 2);
-	assert_int_equal(qs.assigned, 3);
+	assert_int_equal(qs.assigned, 0); /* gauges: nothing is on a worker now */
+	assert_int_equal(qs.running, 0);
 	assert_int_equal(qs.queued, 0);
 	GS_CHECK(e);
 	assert_int_equal(gs_engine_release(e, once), GS_OK);
@@ -881,11 +882,13 @@ static void t_delayed(void **st)
 	gs_task_info ti;
 	assert_int_equal(gs_engine_task_info(e, ids[0], &ti), GS_OK);
 	assert_int_equal(ti.not_before_us, NOW + 300);
-	/* `delayed` is a total, like every counter but `queued`. */
+	/* `delayed` and `assigned` are gauges: all released (one cancelled),
+	 * the four others on the worker. */
 	assert_int_equal(gs_engine_queue_stats(e, DQ, &qs), GS_OK);
-	assert_int_equal(qs.delayed, 4);
+	assert_int_equal(qs.delayed, 0);
 	assert_int_equal(qs.submitted, 5);
 	assert_int_equal(qs.assigned, 4);
+	assert_int_equal(qs.cancelled, 1);
 	GS_CHECK(e);
 	gs_delay_timer_free(&t);
 	gs_engine_close(e, false);
@@ -992,16 +995,25 @@ static void t_stats(void **st)
 	gs_assignment a;
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(gs_engine_pop_assign(e, q, w, NOW, &a), GS_OK);
+	assert_int_equal(gs_engine_start(e, ids[1], w, 1, NOW), GS_OK);
+	assert_int_equal(gs_engine_start(e, ids[3], w, 1, NOW), GS_OK);
+	assert_int_equal(gs_engine_start(e, ids[3], w, 1, NOW), GS_OK); /* repeated: once */
+	gs_queue_stats qs;
+	assert_int_equal(gs_engine_queue_stats(e, q, &qs), GS_OK);
+	assert_int_equal(qs.queued, 2);
+	assert_int_equal(qs.assigned, 2);
+	assert_int_equal(qs.running, 2);
+	GS_CHECK(e);
 	gs_outcome ok = outcome(false, 0, NULL, 0), bad = outcome(true, 1, NULL, 0);
 	assert_int_equal(gs_engine_finish(e, ids[0], w, 1, &ok, NOW), GS_OK);
 	assert_int_equal(gs_engine_finish(e, ids[1], w, 1, &bad, NOW), GS_OK);
 	assert_int_equal(gs_engine_cancel(e, ids[2], NOW, NULL, NULL), GS_OK);
 	assert_int_equal(gs_engine_cancel(e, ids[4], NOW, NULL, NULL), GS_OK);
 	assert_int_equal(gs_engine_worker_dead(e, w, NOW, NULL, NULL), GS_OK); /* ids[3] */
-	gs_queue_stats qs;
 	assert_int_equal(gs_engine_queue_stats(e, q, &qs), GS_OK);
 	assert_int_equal(qs.submitted, 6);
-	assert_int_equal(qs.assigned, 4);
+	assert_int_equal(qs.assigned, 0);
+	assert_int_equal(qs.running, 0);
 	assert_int_equal(qs.done, 1);
 	assert_int_equal(qs.failed, 1);
 	assert_int_equal(qs.cancelled, 2);
