@@ -5,8 +5,8 @@ JOBS   ?= 2
 CMAKE  ?= cmake
 BUILD  := build
 
-.PHONY: all setup build build-sanitize build-fuzz run test bench-engine bench format clean fuzz \
-	chaos soak
+.PHONY: all setup build build-sanitize build-fuzz run test bench-engine bench bench-durability format clean \
+	fuzz chaos soak
 
 all: build
 
@@ -63,6 +63,13 @@ test: build build-sanitize
 bench-engine: build
 	@$(BUILD)/bench/bench_engine --benchmark_repetitions=5 \
 		--benchmark_report_aggregates_only=true
+
+# Throughput with the write-ahead log on and off, beside beanstalkd with its
+# binlog on and off, interleaved, medians of 3 (docs/BENCHMARKS.md "Durability").
+bench-durability: build
+	@$(CMAKE) -S . -B $(BUILD) -DGS_BUILD_BENCH=ON -DGS_BUILD_NODE=ON >/dev/null
+	@$(CMAKE) --build $(BUILD) -j $(JOBS)
+	@BUILD=$(BUILD) bench/durability.sh
 
 # Engine micro-benchmarks, then gsched against beanstalkd and gearmand (3 runs
 # each, medians), one side-by-side table, plots in docs/img/, and the
