@@ -90,11 +90,12 @@ int main(void)
 	row("worker heap", L->dirty - L->wheap);
 	row("dirty bitmaps", L->pages - L->dirty);
 	row("arena page map", L->arena - L->pages);
-	row("arena", L->total - L->arena);
+	row("arena", L->keys - L->arena);
+	row("idempotency keys", L->total - L->keys);
 	printf("totals:\n");
 	row("segment mapped", L->total);
 	row("segment resident", resident_bytes(s));
-	row("mapped without arena", L->arena);
+	row("mapped without arena", L->arena + (L->total - L->keys));
 	gs_engine_close(e, false);
 	return 0;
 }
