@@ -117,6 +117,7 @@ typedef struct gs_recovery_report {
 	uint32_t orphans_requeued;  /* tasks of workers that no longer exist */
 	uint32_t released_freed;
 	uint32_t workers_freed;
+	uint32_t keyed_published; /* filled tasks of a committed key, published */
 } gs_recovery_report;
 
 /* Called by worker_dead for each task it moves: to QUEUED or FAILED. */

@@ -90,11 +90,18 @@ static bool task_alive(const gs_task_table *tt, uint64_t id)
 }
 
 /* The entry's IDs (inline or in its arena block); n read with them. */
+/* The entry's IDs, or NULL when ref (read without holding the entry) names
+ * no block of the arena: a torn read of an entry being reused. */
 static const uint64_t *ids_of(const gs_idem_table *t, const struct gs_idem_entry *e, uint32_t n,
                               uint32_t ref)
 {
 	if (n <= GS_IDEM_INLINE_IDS)
 		return e->ids;
+	uint64_t blocks = (uint64_t)t->arena->n_pages * t->arena->page_size / GS_ARENA_MIN_BLOCK;
+	if (ref == GS_REF_NONE || ref > blocks ||
+	    ((uint64_t)ref - 1) * GS_ARENA_MIN_BLOCK + (uint64_t)n * 8u >
+	        (uint64_t)t->arena->n_pages * t->arena->page_size)
+		return NULL;
 	return (const uint64_t *)(const void *)gs_arena_ptr(t->arena, ref);
 }
 
@@ -169,7 +176,10 @@ static uint32_t reap_window(gs_idem_table *t, uint32_t start)
 		uint32_t n = e->n, ref = e->ids_ref;
 		if (n == 0 || n > gs_idem_max_ids(t))
 			continue; /* torn: the word check below would fail anyway */
-		bool alive = any_alive(t, ids_of(t, e, n, ref), n);
+		const uint64_t *src = ids_of(t, e, n, ref);
+		if (!src)
+			continue; /* torn */
+		bool alive = any_alive(t, src, n);
 		if (!unchanged(e, w) || alive)
 			continue;
 		kill_entry(t, e, w);
@@ -189,6 +199,8 @@ static int read_live(const gs_idem_table *t, const struct gs_idem_entry *e, uint
 	if (en == 0 || en > gs_idem_max_ids(t))
 		return unchanged(e, w) ? LIVE_DEAD : LIVE_TORN;
 	const uint64_t *src = ids_of(t, e, en, ref);
+	if (!src)
+		return LIVE_TORN;
 	bool alive = any_alive(t, src, en);
 	bool match = en == n && ed == digest;
 	if (match)
@@ -373,6 +385,8 @@ int gs_idem_at(const gs_idem_table *t, uint32_t index, gs_idem_info *info, uint6
 	if (n == 0 || n > gs_idem_max_ids(t))
 		return unchanged(e, w) ? GS_ENOTFOUND : GS_EBUSY;
 	const uint64_t *src = ids_of(t, e, n, ref);
+	if (!src)
+		return GS_EBUSY; /* torn */
 	bool alive = any_alive(t, src, n);
 	if (ids)
 		memcpy(ids, src, (n < cap ? n : cap) * 8u);
@@ -407,6 +421,21 @@ int gs_idem_restore(gs_idem_table *t, const void *key, uint32_t key_len, uint64_
 	return GS_OK;
 }
 
+void gs_idem_each_live(const gs_idem_table *t,
+                       void (*fn)(const uint64_t *ids, uint32_t n, void *arg), void *arg)
+{
+	for (uint32_t i = 0; i <= t->mask; i++) {
+		const struct gs_idem_entry *e = &t->ent[i];
+		uint64_t w = atomic_load_explicit(&e->word, memory_order_relaxed);
+		uint32_t n = e->n;
+		if (w_state(w) != GS_IDEM_LIVE || n == 0 || n > gs_idem_max_ids(t))
+			continue;
+		const uint64_t *ids = ids_of(t, e, n, e->ids_ref);
+		if (ids)
+			fn(ids, n, arg);
+	}
+}
+
 uint32_t gs_idem_repair(gs_idem_table *t, void (*mark)(uint32_t ref, void *arg), void *arg)
 {
 	uint32_t live = 0;
@@ -423,8 +452,10 @@ uint32_t gs_idem_repair(gs_idem_table *t, void (*mark)(uint32_t ref, void *arg),
 		if (st != GS_IDEM_LIVE)
 			continue;
 		uint32_t n = e->n;
-		if (n == 0 || n > gs_idem_max_ids(t) || e->key_len == 0 ||
-		    e->key_len > GS_IDEM_MAX_KEY || !any_alive(t, ids_of(t, e, n, e->ids_ref), n)) {
+		const uint64_t *ids =
+		    n && n <= gs_idem_max_ids(t) ? ids_of(t, e, n, e->ids_ref) : NULL;
+		if (!ids || e->key_len == 0 || e->key_len > GS_IDEM_MAX_KEY ||
+		    !any_alive(t, ids, n)) {
 			/* Its block (if any) is not marked: the arena rebuild frees it. */
 			atomic_store_explicit(&e->word, dead, memory_order_relaxed);
 			continue;

@@ -165,4 +165,13 @@ int gs_idem_restore(gs_idem_table *t, const void *key, uint32_t key_len, uint64_
  */
 uint32_t gs_idem_repair(gs_idem_table *t, void (*mark)(uint32_t ref, void *arg), void *arg);
 
+/*
+ * Recovery (quiescent, before the task slots are repaired): fn(ids, n, arg)
+ * for every LIVE entry.  A key goes LIVE once all its tasks are filled and
+ * before they are published, so a process killed in between leaves filled
+ * RESERVED slots that recovery must publish, not free (roll forward).
+ */
+void gs_idem_each_live(const gs_idem_table *t,
+                       void (*fn)(const uint64_t *ids, uint32_t n, void *arg), void *arg);
+
 #endif /* GS_IDEM_TABLE_H */

@@ -20,6 +20,24 @@ struct reach {
 	uint32_t stale;
 };
 
+/* Marks (bit 7 of seen[]) the RESERVED slots a live idempotency key names:
+ * filled, their key committed, not yet published when the process died. */
+#define KEYED_RESERVED 0x80u
+
+static void mark_keyed(const uint64_t *ids, uint32_t n, void *arg)
+{
+	struct reach *r = arg;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t ix = gs_task_id_slot(ids[i]);
+		if (ix >= r->e->geom.max_tasks)
+			continue;
+		uint64_t w = atomic_load_explicit(&r->e->tt.slots[ix].word, memory_order_relaxed);
+		if (gs_word_state(w) == GS_TASK_RESERVED &&
+		    gs_word_gen(w) == gs_task_id_gen(ids[i]))
+			r->seen[ix] |= KEYED_RESERVED;
+	}
+}
+
 static void mark_node(uint32_t q, uint32_t p, uint64_t id, void *arg)
 {
 	(void)q;
@@ -100,6 +118,9 @@ static int repair(gs_engine *e, gs_recovery_report *rep)
 		}
 	}
 
+	/* 3b. Tasks of a committed key the dying process had not published. */
+	gs_idem_each_live(&e->it, mark_keyed, &r);
+
 	/* 4. Every slot: finish or undo what a dead process left half-done. */
 	uint64_t queued[GS_MAX_QUEUES] = {0}, delayed[GS_MAX_QUEUES] = {0};
 	uint64_t assigned[GS_MAX_QUEUES] = {0}, running[GS_MAX_QUEUES] = {0};
@@ -110,9 +131,21 @@ static int repair(gs_engine *e, gs_recovery_report *rep)
 		struct gs_task_slot *s = &e->tt.slots[ix];
 		uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
 		uint32_t st = gs_word_state(w);
-		bool reached = r.seen[ix] > 0;
+		bool keyed = (r.seen[ix] & KEYED_RESERVED) != 0;
+		bool reached = (r.seen[ix] & ~KEYED_RESERVED) > 0;
 		uint64_t id = gs_task_id(ix, gs_word_gen(w));
 
+		if (st == GS_TASK_RESERVED && keyed) {
+			/* Publish it, as submit_publish would have: the branches
+			 * below link it (queue or delayed inbox). */
+			w = gs_word_make(gs_word_gen(w), 0, 1, false,
+			                 s->not_before ? GS_TASK_DELAYED : GS_TASK_QUEUED);
+			set_word(s, w);
+			st = gs_word_state(w);
+			atomic_fetch_add_explicit(&e->th.queues[s->queue].c.submitted, 1,
+			                          memory_order_relaxed);
+			rep->keyed_published++;
+		}
 		if (st == GS_TASK_RESERVED || (st == GS_TASK_RELEASED && !reached)) {
 			if (st == GS_TASK_RESERVED)
 				rep->reserved_freed++;

@@ -136,6 +136,15 @@ int gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outco
 	return append(s, &r, lsn);
 }
 
+uint64_t gs_dur_complete_lsn(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
+                             uint64_t now_us)
+{
+	uint64_t lsn = 0;
+	if (gs_dur_complete(s, id, attempt, o, now_us, &lsn) != GS_OK)
+		lsn = gs_wal_appended_lsn(s->o.wal); /* no record: after what is there */
+	return lsn;
+}
+
 int gs_dur_cancel(gs_service *s, uint64_t id, uint64_t now_us, uint64_t *lsn)
 {
 	gs_wal_rec r = {.type = GS_WAL_CANCEL, .task = id, .time_us = now_us};

@@ -278,9 +278,92 @@ void gs_plm_flush(gs_service *s, uint64_t now_us)
 	}
 }
 
+/* Appends one event for a Watch call (its stream never counts it as a
+ * result: Watch releases nothing). */
+static void watch_put(gs_service *s, struct waiter *w, const gs_task_info *info, const uint8_t *res,
+                      uint32_t res_len, bool final, uint64_t now_us)
+{
+	if (w->closed)
+		return;
+	gs_codec_put_event(&w->out, 1, info,
+	                   final && info->finished_us ? info->finished_us : now_us, res, res_len,
+	                   final, w->include_output);
+	if (!w->dirty) {
+		w->dirty = true;
+		w->refs++; /* the dirty list's reference */
+		w->next_dirty = s->dirty;
+		s->dirty = w;
+	}
+}
+
+static void queue_watchers_put(gs_service *s, const gs_task_info *info, const uint8_t *res,
+                               uint32_t res_len, bool final, uint64_t now_us)
+{
+	if (info->queue >= GS_MAX_QUEUES)
+		return;
+	for (struct waiter *w = s->qwatch[info->queue]; w; w = w->next_qwatch)
+		watch_put(s, w, info, res, res_len, final, now_us);
+}
+
+void gs_plm_queue_watch(gs_service *s, struct waiter *w, bool on)
+{
+	if (on) {
+		w->prev_qwatch = NULL;
+		w->next_qwatch = s->qwatch[w->queue];
+		if (w->next_qwatch)
+			w->next_qwatch->prev_qwatch = w;
+		s->qwatch[w->queue] = w;
+		return;
+	}
+	if (w->prev_qwatch)
+		w->prev_qwatch->next_qwatch = w->next_qwatch;
+	else if (s->qwatch[w->queue] == w)
+		s->qwatch[w->queue] = w->next_qwatch;
+	if (w->next_qwatch)
+		w->next_qwatch->prev_qwatch = w->prev_qwatch;
+	w->next_qwatch = w->prev_qwatch = NULL;
+}
+
+void gs_plm_event(gs_service *s, uint64_t id, uint64_t now_us)
+{
+	gs_task_info info;
+	const uint8_t *res;
+	uint32_t res_len;
+	if (gs_service_read(s, id, &info, &res, &res_len) != GS_OK)
+		return;
+	if (info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
+	    info.state == GS_TASK_CANCELLED)
+		return; /* final: gs_plm_finished tells */
+	queue_watchers_put(s, &info, NULL, 0, false, now_us);
+	if (!s->n_buckets)
+		return;
+	for (struct sub *x = s->buckets[bucket_of(s, id)]; x; x = x->next)
+		if (x->id == id && x->w->kind == W_WATCH)
+			watch_put(s, x->w, &info, NULL, 0, false, now_us);
+}
+
+void gs_plm_events(gs_service *s, const uint64_t *ids, size_t n, uint64_t now_us)
+{
+	if (n == 0 || atomic_load_explicit(&s->watchers, memory_order_relaxed) == 0)
+		return;
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < n; i++)
+		gs_plm_event(s, ids[i], now_us);
+	gs_plm_flush(s, now_us);
+	pthread_mutex_unlock(&s->mu);
+}
+
 void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us)
 {
 	bool fetched = false, handed = false;
+	if (atomic_load_explicit(&s->watchers, memory_order_relaxed)) {
+		/* Queue watches first: a waiter below may release the task. */
+		gs_task_info info;
+		const uint8_t *res;
+		uint32_t res_len;
+		if (gs_service_read(s, id, &info, &res, &res_len) == GS_OK)
+			queue_watchers_put(s, &info, res, res_len, true, now_us);
+	}
 	struct sub *none = NULL;
 	/* No table yet (nothing was ever subscribed): nobody waits. */
 	struct sub **pp = s->n_buckets ? &s->buckets[bucket_of(s, id)] : &none;

@@ -215,6 +215,8 @@ static const char *limits_admit_locked(struct gs_rpc_server *srv, struct gs_rpc_
 	bool stream = call->kind != GS_RPC_UNARY;
 	if (stream && srv->max_streams && srv->nstreams >= srv->max_streams)
 		return "too many streams: the server's --max-streams limit is reached";
+	if (srv->peers && call->peer == NULL)
+		return "server out of memory"; /* its peer name could not be copied */
 	if (srv->peers) {
 		uint64_t h = peer_hash(call->peer);
 		struct peer **b = &srv->peers[h & (PEER_BUCKETS - 1)], *p = *b;

@@ -169,6 +169,7 @@ void gs_service_destroy(gs_service *s)
 		gs_pb_buf_free(&s->batch.ent[i].buf);
 	free(s->batch.ent);
 	free(s->batch.pos);
+	free(s->ev_ids);
 	pthread_mutex_destroy(&s->mu);
 	pthread_mutex_destroy(&s->wake_mu);
 	pthread_mutex_destroy(&s->sched_mu);
@@ -225,6 +226,21 @@ void gs_service_wait_work(gs_service *s, int timeout_ms)
 	atomic_store_explicit(&s->wake_flag, false, memory_order_release);
 }
 
+/* Notes an assigned task for its Watch event (under sched_mu); without
+ * memory the event is skipped (events are informational). */
+static void ev_add(gs_service *s, uint64_t id)
+{
+	if (s->n_ev == s->cap_ev) {
+		size_t cap = s->cap_ev ? s->cap_ev * 2 : 256;
+		uint64_t *v = realloc(s->ev_ids, cap * sizeof(*v));
+		if (!v)
+			return;
+		s->ev_ids = v;
+		s->cap_ev = cap;
+	}
+	s->ev_ids[s->n_ev++] = id;
+}
+
 /* One dispatch pass of at most `budget` tasks; the caller holds sched_mu. */
 static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, bool *more)
 {
@@ -242,12 +258,16 @@ static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, boo
 			if (s->o.wal)
 				gs_dur_assign(s, &a, now_us);
 			gs_worker_batch_add(s, &a);
+			if (atomic_load_explicit(&s->watchers, memory_order_relaxed))
+				ev_add(s, a.task);
 		}
 		total += turn;
 		*more |= turn == budget;
 	}
 	gs_worker_batch_flush(s);
 	atomic_fetch_add_explicit(&s->dispatched, total, memory_order_relaxed);
+	gs_plm_events(s, s->ev_ids, s->n_ev, now_us); /* ASSIGNED, after the sends */
+	s->n_ev = 0;
 	return total;
 }
 

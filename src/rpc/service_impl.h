@@ -41,6 +41,12 @@ struct waiter {
 	size_t n_out_ids, cap_out_ids;
 	struct waiter *next_dirty; /* on s->dirty while out holds something */
 	bool dirty;
+	/* W_WATCH: counted in s->watchers while open; a queue watch (no IDs)
+	 * is on s->qwatch[queue] and never ends by itself. */
+	bool watch_counted;
+	bool queue_watch;
+	uint32_t queue;
+	struct waiter *next_qwatch, *prev_qwatch;
 };
 
 struct sub {
@@ -108,6 +114,13 @@ struct gs_service {
 	size_t ret_head, ret_len, ret_cap;
 	char handlers[32][64]; /* handler names workers advertised */
 	size_t n_handlers;
+	struct waiter *qwatch[GS_MAX_QUEUES]; /* queue watches, by queue */
+	/* Open Watch calls (any thread may read it without mu): while 0, no
+	 * state change needs mu for an event. */
+	atomic_uint watchers;
+	/* Tasks assigned in a dispatch pass, for their events (under sched_mu). */
+	uint64_t *ev_ids;
+	size_t n_ev, cap_ev;
 
 	/* Scheduler wake-up. */
 	pthread_mutex_t wake_mu;
@@ -149,6 +162,15 @@ void gs_plm_unsubscribe_all(gs_service *s, struct waiter *w);
 void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us);
 /* Sends every waiter's gathered output, one message each. */
 void gs_plm_flush(gs_service *s, uint64_t now_us);
+/* A task changed to a state that is not final (QUEUED, DELAYED, ASSIGNED,
+ * RUNNING): an event for the Watch calls on it or on its queue (gathered;
+ * gs_plm_flush sends).  Final states go through gs_plm_finished.  Cheap to
+ * skip: callers test s->watchers first. */
+void gs_plm_event(gs_service *s, uint64_t id, uint64_t now_us);
+/* Events for n tasks, taking mu (no lock held by the caller). */
+void gs_plm_events(gs_service *s, const uint64_t *ids, size_t n, uint64_t now_us);
+/* Puts a queue watch on (on) or off s->qwatch (under mu). */
+void gs_plm_queue_watch(gs_service *s, struct waiter *w, bool on);
 void gs_plm_waiter_unref(gs_service *s, struct waiter *w);
 void gs_plm_retain(gs_service *s, uint64_t id, uint64_t now_us);
 void gs_plm_expire(gs_service *s, uint64_t now_us);
@@ -185,6 +207,11 @@ int gs_dur_key(gs_service *s, const gs_idem_req *k, const uint64_t *ids, size_t 
 void gs_dur_assign(gs_service *s, const gs_assignment *a, uint64_t now_us);
 int gs_dur_complete(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
                     uint64_t now_us, uint64_t *lsn);
+/* gs_dur_complete, returning the LSN to wait for: the record's, or when it
+ * could not be appended (out of memory; a failed log shows everything at
+ * once anyway) everything appended so far. */
+uint64_t gs_dur_complete_lsn(gs_service *s, uint64_t id, uint32_t attempt, const gs_outcome *o,
+                             uint64_t now_us);
 /* Task id reached a final state whose record is lsn (under s->mu): without
  * a log, or once lsn is durable, gs_plm_finished(); until then the task
  * reads as `shown` (gs_service_read) and no waiter hears of it, so no final

@@ -282,6 +282,8 @@ static void submit_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			               ? "task table or payload arena full: nothing queued"
 			               : NULL);
 		} else {
+			if (!existing) /* QUEUED (or DELAYED) before any ASSIGNED */
+				gs_plm_events(s, ids, n, now);
 			gs_service_kick(s);
 			gs_pb_buf b;
 			gs_pb_buf_init(&b);
@@ -415,7 +417,12 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			} else if (rc == GS_OK) {
 				if (gs_plm_subscribe(s, id, w) == GS_OK)
 					w->pending++;
-			} else {
+			}
+			if (rc == GS_OK &&
+			    atomic_load_explicit(&s->watchers, memory_order_relaxed)) {
+				gs_plm_event(s, id, now);
+				gs_plm_flush(s, now);
+			} else if (rc != GS_OK && err[0] == 0) {
 				snprintf(err, sizeof(err), "%s",
 				         rc == GS_EFULL ? "task table or payload arena full"
 				                        : gs_strerror(rc));
@@ -464,6 +471,12 @@ static void waiter_close(struct gs_rpc_call *call, void *ud, int cancelled)
 	gs_service *s = w->svc;
 	pthread_mutex_lock(&s->mu);
 	w->closed = true;
+	if (w->watch_counted) {
+		w->watch_counted = false;
+		atomic_fetch_sub_explicit(&s->watchers, 1, memory_order_relaxed);
+		if (w->queue_watch)
+			gs_plm_queue_watch(s, w, false);
+	}
 	if (w->kind == W_WAIT) {
 		if (w->prev_wait) {
 			w->prev_wait->next_wait = w->next_wait;
@@ -644,10 +657,17 @@ static void cancel_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		gs_task_info info;
 		int irc = gs_engine_task_info(s->eng, id, &info);
 		if (rc == GS_OK && s->o.wal) {
-			if (gs_dur_cancel(s, id, now, &task_lsn) != GS_OK)
+			if (gs_dur_cancel(s, id, now, &task_lsn) != GS_OK) {
 				logged = false;
-			else
+				task_lsn = gs_wal_appended_lsn(s->o.wal);
+			} else {
 				lsn = task_lsn;
+			}
+		} else if (rc == GS_ESTATE && s->o.wal && gs_id_map_get(&s->unsynced, id, NULL)) {
+			/* Final, not durable yet: the reply (which says so) waits
+			 * until it is. */
+			uint64_t at = gs_wal_appended_lsn(s->o.wal);
+			lsn = at > lsn ? at : lsn;
 		}
 		if (rc == GS_OK) {
 			out = worker ? GSCHED__V1__CANCEL_RESULT__CANCEL_RESULT_REQUESTED
@@ -696,18 +716,44 @@ static void watch_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, 
 		gs_rpc_call_finish(call, GS_RPC_INVALID_ARGUMENT, "malformed WatchRequest");
 		return;
 	}
+	w->kind = W_WATCH;
+	w->include_output = req->include_output;
 	if (req->n_ids == 0) {
-		gs_rpc_call_finish(call, GS_RPC_UNIMPLEMENTED,
-		                   "watching a whole queue is not supported yet: list task ids");
+		/* A whole queue: every state change of its tasks from now on,
+		 * until the client ends the call.  The first message (no events)
+		 * says the watch is in place. */
+		const char *qn = req->queue && req->queue[0] ? req->queue : "default";
+		uint32_t q;
+		int rc = gs_engine_queue(s->eng, qn, true, &q);
+		if (rc != GS_OK) {
+			gs_rpc_call_finish(call,
+			                   rc == GS_EFULL ? GS_RPC_RESOURCE_EXHAUSTED
+			                                  : GS_RPC_INVALID_ARGUMENT,
+			                   rc == GS_EFULL ? "too many queues" : "bad queue name");
+			gsched__v1__watch_request__free_unpacked(req, NULL);
+			return;
+		}
+		pthread_mutex_lock(&s->mu);
+		w->queue_watch = true;
+		w->queue = q;
+		gs_plm_queue_watch(s, w, true);
+		w->watch_counted = true;
+		atomic_fetch_add_explicit(&s->watchers, 1, memory_order_relaxed);
+		if (gs_rpc_call_send(call, "", 0) != GS_OK) {
+			gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "reply failed");
+			w->closed = true;
+		}
+		pthread_mutex_unlock(&s->mu);
 		gsched__v1__watch_request__free_unpacked(req, NULL);
 		return;
 	}
-	w->kind = W_WATCH;
-	w->include_output = req->include_output;
 	w->half_closed = true; /* the stream ends when every watched task is final */
 	gs_pb_buf b;
 	gs_pb_buf_init(&b);
 	pthread_mutex_lock(&s->mu);
+	/* Counted first: a change from here on is an event for this call. */
+	w->watch_counted = true;
+	atomic_fetch_add_explicit(&s->watchers, 1, memory_order_relaxed);
 	for (size_t i = 0; i < req->n_ids; i++) {
 		gs_task_info info;
 		const uint8_t *res;

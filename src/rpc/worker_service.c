@@ -20,49 +20,41 @@
 #define CONNECT_PATH "/gsched.v1.WorkerService/Connect"
 
 struct lost_ctx {
-	uint64_t failed[256];
-	uint64_t lsn[256]; /* of each FAILED record (0 without a log) */
-	size_t n;
 	gs_service *s;
 	uint64_t now_us;
 };
 
-static void flush_failed(struct lost_ctx *c)
-{
-	if (!c->n)
-		return;
-	pthread_mutex_lock(&c->s->mu);
-	for (size_t i = 0; i < c->n; i++)
-		gs_dur_finished(c->s, c->failed[i], c->lsn[i], GS_TASK_RUNNING, c->now_us);
-	gs_plm_flush(c->s, c->now_us);
-	pthread_mutex_unlock(&c->s->mu);
-	c->n = 0;
-}
-
+/* A task of a lost worker moved (under s->mu, held by gs_worker_lost). */
 static void on_task_moved(uint64_t task, uint32_t state, void *arg)
 {
 	struct lost_ctx *c = arg;
-	if (state != GS_TASK_FAILED)
-		return; /* requeued: its next ASSIGN says so */
+	if (state != GS_TASK_FAILED) {
+		/* Requeued: its next ASSIGN says so to the worker; watchers hear. */
+		if (atomic_load_explicit(&c->s->watchers, memory_order_relaxed))
+			gs_plm_event(c->s, task, c->now_us);
+		return;
+	}
 	uint64_t lsn = 0;
 	if (c->s->o.wal) {
 		gs_outcome o = {.failed = true, .status = -1, .reason = GS_REASON_WORKER_LOST};
 		gs_task_info info;
 		uint32_t attempt =
 		    gs_engine_task_info(c->s->eng, task, &info) == GS_OK ? info.attempt : 0;
-		gs_dur_complete(c->s, task, attempt, &o, c->now_us, &lsn);
+		lsn = gs_dur_complete_lsn(c->s, task, attempt, &o, c->now_us);
 	}
-	if (c->n == sizeof(c->failed) / sizeof(c->failed[0]))
-		flush_failed(c);
-	c->lsn[c->n] = lsn;
-	c->failed[c->n++] = task;
+	gs_dur_finished(c->s, task, lsn, GS_TASK_RUNNING, c->now_us);
 }
 
 void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
 {
-	struct lost_ctx c = {.n = 0, .s = s, .now_us = now_us};
+	struct lost_ctx c = {.s = s, .now_us = now_us};
+	/* Under the PLM lock from the engine's change to gs_dur_finished: no
+	 * reader may see a FAILED ("worker lost") state before it is hidden
+	 * until durable (durable.c, "Final states"). */
+	pthread_mutex_lock(&s->mu);
 	int rc = gs_engine_worker_dead(s->eng, wid, now_us, on_task_moved, &c);
-	flush_failed(&c);
+	gs_plm_flush(s, now_us);
+	pthread_mutex_unlock(&s->mu);
 	if (rc == GS_OK)
 		atomic_fetch_add_explicit(&s->workers_lost, 1, memory_order_relaxed);
 	/* Tear its stream down; its record goes after a grace period. */
@@ -82,14 +74,23 @@ void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
  * sent at once rather than held for a ride. */
 #define ACK_SEND_BYTES (32u * 1024u)
 
-/* Moves c's pending acks to the end of b (WorkerDown fields concatenate).
- * Acks lost to an allocation failure cost the worker a resend, no more. */
-static void acks_take(gs_service *s, struct worker_conn *c, gs_pb_buf *b)
+/* An assignment message takes the pending acks along only up to this size
+ * (well under the smallest message limit a worker stream is useful with):
+ * past it they wait for the Register's tick, rather than make the message
+ * too big for the stream, which would end it. */
+#define ACK_RIDE_MAX (16u * 1024u)
+
+/* Moves c's pending acks to the end of b (WorkerDown fields concatenate);
+ * with `ride`, only when b stays within ACK_RIDE_MAX.  Acks lost to an
+ * allocation failure cost the worker a resend, no more. */
+static void acks_take(gs_service *s, struct worker_conn *c, gs_pb_buf *b, bool ride)
 {
 	pthread_mutex_lock(&s->ack_mu);
-	if (c->acks.len && !c->acks.oom)
-		gs_pb_put_raw(b, c->acks.data, c->acks.len);
-	gs_pb_buf_reset(&c->acks);
+	if (!ride || b->len + c->acks.len <= ACK_RIDE_MAX) {
+		if (c->acks.len && !c->acks.oom)
+			gs_pb_put_raw(b, c->acks.data, c->acks.len);
+		gs_pb_buf_reset(&c->acks);
+	}
 	pthread_mutex_unlock(&s->ack_mu);
 }
 
@@ -100,7 +101,7 @@ static int send_to_worker(gs_service *s, uint64_t wid, gs_pb_buf *b)
 	gs_worker_rec *rec = gs_worker_table_find(s->workers, wid);
 	if (rec) {
 		struct worker_conn *c = rec->ctx;
-		acks_take(s, c, b);
+		acks_take(s, c, b, true);
 		rc = b->oom ? GS_ENOMEM : gs_rpc_call_send(c->call, b->data, b->len);
 	}
 	gs_worker_table_read_unlock();
@@ -142,7 +143,7 @@ void gs_worker_acks_flush(gs_service *s, bool drop)
 		c->ack_next = NULL;
 		pthread_mutex_unlock(&s->ack_mu);
 		gs_pb_buf_reset(&b);
-		acks_take(s, c, &b);
+		acks_take(s, c, &b, false);
 		/* A worker that is gone or too slow to take these resends its
 		 * results, which is all an ack spares it. */
 		if (!drop && b.len && !b.oom && !atomic_load(&c->lost))
@@ -328,16 +329,28 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 	}
 	uint64_t now = gs_now_us();
 	gs_engine_worker_heartbeat(s->eng, c->wid, now);
-	for (size_t i = 0; i < up->n_started; i++)
-		gs_engine_start(s->eng, up->started[i]->id, c->wid, up->started[i]->attempt,
-		                up->started[i]->started_us ? up->started[i]->started_us : now);
+	bool watched = atomic_load_explicit(&s->watchers, memory_order_relaxed) > 0;
+	uint64_t *started =
+	    watched && up->n_started ? malloc(up->n_started * sizeof(*started)) : NULL;
+	size_t n_started = 0;
+	for (size_t i = 0; i < up->n_started; i++) {
+		if (gs_engine_start(s->eng, up->started[i]->id, c->wid, up->started[i]->attempt,
+		                    up->started[i]->started_us ? up->started[i]->started_us
+		                                               : now) == GS_OK &&
+		    started)
+			started[n_started++] = up->started[i]->id;
+	}
+	gs_plm_events(s, started, n_started, now); /* RUNNING */
+	free(started);
 	if (up->n_results) {
-		/* done[i]: a recorded result's task; done[n + i]: its record's LSN. */
-		uint64_t *done = malloc(2 * up->n_results * sizeof(*done));
-		size_t n_done = 0;
 		gs_pb_buf frag;
 		gs_pb_buf_init(&frag);
 		bool acks_due = false;
+		size_t n_done = 0;
+		/* Under the PLM lock from each engine change to gs_dur_finished:
+		 * no reader may see the final state before it is hidden until
+		 * durable (durable.c, "Final states"). */
+		pthread_mutex_lock(&s->mu);
 		for (size_t i = 0; i < up->n_results; i++) {
 			const Gsched__V1__WorkResult *r = up->results[i];
 			/* Recorded or refused as stale: either way, stop resending. */
@@ -360,39 +373,33 @@ static void on_message(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 				o.failed = true;
 				rc = gs_engine_finish(s->eng, r->id, c->wid, r->attempt, &o, now);
 			}
-			uint64_t lsn = 0;
-			if (rc == GS_OK && s->o.wal)
-				gs_dur_complete(s, r->id, r->attempt, &o, now, &lsn);
-			if (rc == GS_OK && done) {
-				done[up->n_results + n_done] = lsn;
-				done[n_done++] = r->id;
-			} else if (rc != GS_OK)
+			if (rc != GS_OK) {
 				atomic_fetch_add_explicit(&s->stale_results, 1,
 				                          memory_order_relaxed);
+				continue;
+			}
+			uint64_t lsn =
+			    s->o.wal ? gs_dur_complete_lsn(s, r->id, r->attempt, &o, now) : 0;
+			gs_dur_finished(s, r->id, lsn, GS_TASK_RUNNING, now);
+			n_done++;
 		}
-		gs_pb_buf_free(&frag);
-		atomic_fetch_add_explicit(&s->results, n_done, memory_order_relaxed);
 		/* The latency path first: the results to their waiters, then the
 		 * freed slots to the scheduler (whose next assignment to this
 		 * worker carries the acks). */
-		if (n_done) {
-			pthread_mutex_lock(&s->mu);
-			for (size_t i = 0; i < n_done; i++)
-				gs_dur_finished(s, done[i], done[up->n_results + i],
-				                GS_TASK_RUNNING, now);
-			gs_plm_flush(s, now);
-			pthread_mutex_unlock(&s->mu);
+		gs_plm_flush(s, now);
+		pthread_mutex_unlock(&s->mu);
+		gs_pb_buf_free(&frag);
+		atomic_fetch_add_explicit(&s->results, n_done, memory_order_relaxed);
+		if (n_done)
 			gs_service_kick(s);
-		}
 		if (acks_due) {
 			gs_pb_buf b;
 			gs_pb_buf_init(&b);
-			acks_take(s, c, &b);
+			acks_take(s, c, &b, false);
 			if (b.len && !b.oom)
 				(void)gs_rpc_call_send(call, b.data, b.len);
 			gs_pb_buf_free(&b);
 		}
-		free(done);
 	}
 	gsched__v1__worker_up__free_unpacked(up, NULL);
 }

@@ -11,6 +11,8 @@
  *                once the tasks of a key are released
  *   threads      racing submits of one key create one set
  *   recovery     gs_engine_recover keeps live keys, drops half-inserted ones
+ *   partial      a key committed, its batch cut mid-publish: recovery
+ *                publishes the rest (roll forward)
  *   restore      gs_engine_idem_restore after a replay
  *   wal          KEY records replayed; a KEY cut before its SUBMITs drops its
  *                tasks; compaction keeps live keys and drops dead ones
@@ -323,6 +325,60 @@ static void t_recovery(void **st)
 	gs_engine_close(e, false);
 }
 
+/* A process killed between a key's commit and the end of its publish: the
+ * filled slots it had not published yet are published by recovery (roll
+ * forward), so a retry's IDs all exist. */
+static void t_partial_publish(void **st)
+{
+	(void)st;
+	gs_engine *e = mk(256, 64);
+	uint64_t ids[8], again[8];
+	enum gs_idem_outcome oc;
+	assert_int_equal(submit_k(e, "cut", 9, 8, ids, &oc), GS_OK);
+	/* Forge the cut: take every node out of the queue, put back the first
+	 * three (published), leave the last five RESERVED and unlinked. */
+	uint64_t popped[8];
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(gs_task_heap_pop(&e->th, DQ, &popped[i]), GS_OK);
+	assert_memory_equal(popped, ids, sizeof(ids));
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(gs_task_heap_push(&e->th, DQ, 1, ids[i]), GS_OK);
+	for (int i = 3; i < 8; i++) {
+		struct gs_task_slot *sl = &e->tt.slots[gs_task_id_slot(ids[i])];
+		atomic_store(&sl->word,
+		             gs_word_make(gs_task_id_gen(ids[i]), 0, 0, false, GS_TASK_RESERVED));
+	}
+	gs_recovery_report rep;
+	assert_int_equal(gs_engine_recover(e, &rep), GS_OK);
+	assert_int_equal(rep.keyed_published, 5);
+	assert_int_equal(rep.reserved_freed, 0);
+	GS_CHECK(e);
+	/* The retry gets the eight IDs, and all eight are queued, once each. */
+	assert_int_equal(submit_k(e, "cut", 9, 8, again, &oc), GS_OK);
+	assert_int_equal(oc, GS_IDEM_EXISTING);
+	assert_memory_equal(again, ids, sizeof(ids));
+	gs_queue_stats qs;
+	assert_int_equal(gs_engine_queue_stats(e, DQ, &qs), GS_OK);
+	assert_int_equal(qs.queued, 8);
+	uint64_t w;
+	assert_int_equal(gs_engine_worker_register(e, 16, 1ull << DQ, 1000, &w), GS_OK);
+	bool seen[8] = {false};
+	for (int i = 0; i < 8; i++) {
+		gs_assignment a;
+		assert_int_equal(gs_engine_pop_assign(e, DQ, w, 1000, &a), GS_OK);
+		int k = 0;
+		while (k < 8 && ids[k] != a.task)
+			k++;
+		assert_true(k < 8);
+		assert_false(seen[k]);
+		seen[k] = true;
+	}
+	gs_assignment none;
+	assert_int_equal(gs_engine_pop_assign(e, DQ, w, 1000, &none), GS_EEMPTY);
+	GS_CHECK(e);
+	gs_engine_close(e, false);
+}
+
 static void t_restore(void **st)
 {
 	(void)st;
@@ -542,6 +598,7 @@ int main(void)
 	    cmocka_unit_test(t_full),
 	    cmocka_unit_test(t_threads),
 	    cmocka_unit_test(t_recovery),
+	    cmocka_unit_test(t_partial_publish),
 	    cmocka_unit_test(t_restore),
 	    cmocka_unit_test_setup_teardown(t_wal_keys, wal_setup, wal_teardown),
 	    cmocka_unit_test_setup_teardown(t_wal_compact, wal_setup, wal_teardown),
