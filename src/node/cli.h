@@ -21,6 +21,7 @@ int gs_cli_status(int argc, char **argv, volatile sig_atomic_t *stop);
 int gs_cli_cancel(int argc, char **argv, volatile sig_atomic_t *stop);
 int gs_cli_workers(int argc, char **argv, volatile sig_atomic_t *stop);
 int gs_cli_stats(int argc, char **argv, volatile sig_atomic_t *stop);
+int gs_cli_watch(int argc, char **argv, volatile sig_atomic_t *stop);
 int gs_cli_bench(int argc, char **argv, volatile sig_atomic_t *stop);
 
 /* The server address: --server's value, else $GSCHED_SERVER, else the default. */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -685,4 +686,127 @@ int gs_cli_stats(int argc, char **argv, volatile sig_atomic_t *stop)
 	gs_client_stats_free(&s);
 	gs_client_close(cl);
 	return 0;
+}
+
+/* --- watch ---------------------------------------------------------------- */
+
+struct watch_out {
+	bool output;       /* print final events' output */
+	const char *queue; /* a queue watch */
+	pthread_mutex_t mu;
+};
+
+/* A queue watch is in place: say so on stderr (stdout has only events). */
+static void watch_ready(void *ud)
+{
+	struct watch_out *o = ud;
+	fprintf(stderr, "gsched watch: watching queue %s\n", o->queue ? o->queue : "default");
+}
+
+/* One line per event (the watch's thread); a final one with --output is
+ * followed by the task's output. */
+static void watch_event(void *ud, const struct gs_client_result *r, uint64_t at_us)
+{
+	struct watch_out *o = ud;
+	bool final = r->state == GS_CLIENT_DONE || r->state == GS_CLIENT_FAILED ||
+	             r->state == GS_CLIENT_CANCELLED;
+	pthread_mutex_lock(&o->mu);
+	printf("%016" PRIx64 " %-9s attempt %u", r->id, gs_client_state_name(r->state),
+	       r->attempts);
+	if (r->worker_id)
+		printf(" worker %016" PRIx64, r->worker_id);
+	if (final)
+		printf(" exit %d", r->exit_code);
+	if (final && r->error && r->error[0])
+		printf(" error \"%s\"", r->error);
+	printf(" at %" PRIu64 ".%06" PRIu64 "\n", at_us / 1000000, at_us % 1000000);
+	if (final && o->output && r->output_len) {
+		fwrite(r->output, 1, r->output_len, stdout);
+		if (r->output[r->output_len - 1] != '\n')
+			putchar('\n');
+	}
+	fflush(stdout);
+	pthread_mutex_unlock(&o->mu);
+}
+
+int gs_cli_watch(int argc, char **argv, volatile sig_atomic_t *stop)
+{
+	static const struct option opts[] = {
+	    {"server", required_argument, NULL, 's'},
+	    {"queue", required_argument, NULL, 'q'},
+	    {"output", no_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    GS_CLI_SEC_OPTIONS,
+	    {0, 0, 0, 0},
+	};
+	const char *server = NULL, *queue = NULL;
+	struct watch_out o = {.output = false, .queue = NULL};
+	int c;
+	optind = 1;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+		if (gs_cli_sec_opt(&g_sec, c, optarg)) {
+			continue;
+		} else if (c == 's') {
+			server = optarg;
+		} else if (c == 'q') {
+			queue = optarg;
+		} else if (c == 'o') {
+			o.output = true;
+		} else if (c == 'h') {
+			printf(
+			    "usage: gsched watch [--server ADDR] " GS_CLI_SEC_USAGE
+			    " [--output] (ID... | --queue Q)\n"
+			    "Prints each state change of the tasks, one line each (ID, state, "
+			    "attempt,\n"
+			    "worker, and on a final state the exit code and error; with --output, "
+			    "the\n"
+			    "output follows).  With IDs it ends after their final states; with "
+			    "--queue\n"
+			    "it prints every task of the queue from now on, until interrupted.\n");
+			return 0;
+		} else {
+			fprintf(stderr, "gsched watch: bad option '%s'\n", argv[optind - 1]);
+			return 2;
+		}
+	}
+	uint64_t *ids = NULL;
+	size_t n = 0;
+	if (optind < argc) {
+		if (queue) {
+			fprintf(stderr, "gsched watch: give IDs or --queue, not both\n");
+			return 2;
+		}
+		int rc = parse_ids("watch", argc, argv, optind, &ids, &n);
+		if (rc)
+			return rc;
+	} else if (!queue) {
+		fprintf(stderr, "gsched watch: give task IDs or --queue Q (see --help)\n");
+		return 2;
+	}
+	struct gs_client *cl = cli_connect(server);
+	if (!cl) {
+		free(ids);
+		return 1;
+	}
+	pthread_mutex_init(&o.mu, NULL);
+	o.queue = queue;
+	struct gs_client_stream *w = NULL;
+	int rc =
+	    gs_client_watch_open(cl, queue, ids, n, o.output, watch_event, watch_ready, &o, &w);
+	if (rc != GS_OK) {
+		fprintf(stderr, "gsched watch: %s\n", gs_client_error(cl));
+	} else {
+		/* Until the stream ends (IDs: after their final states) or a signal. */
+		do
+			rc = gs_client_stream_wait(w, 200);
+		while (rc == GS_ETIMEOUT && !*stop);
+		if (rc != GS_OK && rc != GS_ETIMEOUT)
+			fprintf(stderr, "gsched watch: %s\n", gs_client_stream_error(w));
+		gs_client_stream_destroy(w);
+	}
+	pthread_mutex_destroy(&o.mu);
+	gs_client_close(cl);
+	free(ids);
+	return rc == GS_OK || (rc == GS_ETIMEOUT && *stop) ? 0 : 1;
 }

@@ -31,6 +31,7 @@ static void usage(FILE *f)
 	        "  wait     wait for tasks and print their output\n"
 	        "  status   show the state of tasks\n"
 	        "  cancel   cancel tasks\n"
+	        "  watch    print the state changes of tasks, or of a whole queue\n"
 	        "  workers  list the workers\n"
 	        "  stats    per-queue counters\n"
 	        "  bench    load generator: latency, throughput, concurrent streams\n"
@@ -60,7 +61,7 @@ int main(int argc, char **argv)
 	    {"server", gs_cli_server}, {"worker", gs_cli_worker},   {"local", gs_cli_local},
 	    {"submit", gs_cli_submit}, {"wait", gs_cli_wait},       {"status", gs_cli_status},
 	    {"cancel", gs_cli_cancel}, {"workers", gs_cli_workers}, {"stats", gs_cli_stats},
-	    {"bench", gs_cli_bench},
+	    {"watch", gs_cli_watch},   {"bench", gs_cli_bench},
 	};
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		if (strcmp(argv[1], cmds[i].name) == 0)

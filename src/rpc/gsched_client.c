@@ -39,6 +39,9 @@ struct gs_client_stream {
 	struct gs_rpc_stream *rpc;
 	gs_client_ack_fn on_ack;
 	gs_client_result_fn on_result;
+	gs_client_event_fn on_event; /* a Watch */
+	void (*on_ready)(void *ud);
+	const char *method; /* for messages */
 	void *ud;
 	pthread_mutex_t mu;
 	int code;
@@ -780,7 +783,7 @@ static void st_close(struct gs_rpc_stream *rs, void *ud, int code, const char *d
 	s->code = code;
 	s->ended = true;
 	if (code != GS_RPC_OK && !s->err[0])
-		snprintf(s->err, sizeof(s->err), "SubmitStream to %s: %s%s%s", s->c->addr,
+		snprintf(s->err, sizeof(s->err), "%s to %s: %s%s%s", s->method, s->c->addr,
 		         gs_rpc_code_name(code), details && details[0] ? ": " : "",
 		         details ? details : "");
 	pthread_mutex_unlock(&s->mu);
@@ -798,6 +801,7 @@ int gs_client_stream_open(struct gs_client *c, gs_client_ack_fn on_ack,
 	s->on_ack = on_ack;
 	s->on_result = on_result;
 	s->ud = ud;
+	s->method = "SubmitStream";
 	pthread_mutex_init(&s->mu, NULL);
 	static const struct gs_rpc_stream_ops ops = {.on_message = st_message,
 	                                             .on_close = st_close};
@@ -848,6 +852,79 @@ int gs_client_stream_wait(struct gs_client_stream *s, int timeout_ms)
 const char *gs_client_stream_error(struct gs_client_stream *s)
 {
 	return s ? s->err : "no stream";
+}
+
+/* --- Watch ------------------------------------------------------------- */
+
+static void watch_message(struct gs_rpc_stream *rs, void *ud, const uint8_t *bytes, size_t len)
+{
+	struct gs_client_stream *s = ud;
+	Gsched__V1__TaskEvents *m = gsched__v1__task_events__unpack(NULL, len, bytes);
+	if (!m) {
+		pthread_mutex_lock(&s->mu);
+		snprintf(s->err, sizeof(s->err), "Watch: malformed message from %s", s->c->addr);
+		pthread_mutex_unlock(&s->mu);
+		gs_rpc_stream_cancel(rs);
+		return;
+	}
+	if (m->n_events == 0 && s->on_ready)
+		s->on_ready(s->ud);
+	for (size_t i = 0; i < m->n_events; i++) {
+		const Gsched__V1__TaskEvent *e = m->events[i];
+		struct gs_client_result r;
+		if (e->result) {
+			from_pb(&r, e->result, false);
+		} else {
+			memset(&r, 0, sizeof(r));
+			r.error = (char *)"";
+		}
+		r.id = e->id;
+		r.state = e->state;
+		r.attempts = e->attempt;
+		r.worker_id = e->worker_id;
+		s->on_event(s->ud, &r, e->at_us);
+	}
+	gsched__v1__task_events__free_unpacked(m, NULL);
+}
+
+int gs_client_watch_open(struct gs_client *c, const char *queue, const uint64_t *ids, size_t n,
+                         bool include_output, gs_client_event_fn on_event,
+                         void (*on_ready)(void *ud), void *ud, struct gs_client_stream **out)
+{
+	if (!c || !out || !on_event || (n > 0 && !ids))
+		return GS_EINVAL;
+	struct pbw w;
+	pbw_init(&w);
+	if (n)
+		put_ids(&w, 1, ids, n);
+	if (queue && queue[0])
+		pbw_bytes(&w, 2, queue, strlen(queue));
+	if (include_output)
+		pbw_varint(&w, 3, 1);
+	struct gs_client_stream *s = w.oom ? NULL : calloc(1, sizeof(*s));
+	if (!s) {
+		pbw_free(&w);
+		return GS_ENOMEM;
+	}
+	s->c = c;
+	s->on_event = on_event;
+	s->on_ready = on_ready;
+	s->ud = ud;
+	s->method = "Watch";
+	pthread_mutex_init(&s->mu, NULL);
+	static const struct gs_rpc_stream_ops ops = {.on_message = watch_message,
+	                                             .on_close = st_close};
+	int rc = gs_rpc_stream_open(c->rpc, SVC_TASK "Watch", GS_RPC_SERVER_STREAM, w.d, w.len,
+	                            c->md, c->n_md, 0, &ops, s, &s->rpc);
+	pbw_free(&w);
+	if (rc != GS_OK) {
+		set_err(c, "Watch: %s%s", gs_strerror(rc), "");
+		pthread_mutex_destroy(&s->mu);
+		free(s);
+		return rc;
+	}
+	*out = s;
+	return GS_OK;
 }
 
 void gs_client_stream_destroy(struct gs_client_stream *s)

@@ -224,6 +224,24 @@ const char *gs_client_stream_error(struct gs_client_stream *s);
 /* Cancels the stream if still open, waits for it, frees it. */
 void gs_client_stream_destroy(struct gs_client_stream *s);
 
+/* --- Asynchronous: Watch --------------------------------------------- */
+
+/* One state change: r->state is the new state, r->id, r->attempts and
+ * r->worker_id are set; on a final state every result field is (the output
+ * only with include_output).  at_us: when the change happened.  Valid
+ * during the call, which runs on the watch's own thread. */
+typedef void (*gs_client_event_fn)(void *ud, const struct gs_client_result *r, uint64_t at_us);
+
+/* Watches the n tasks ids (their current states first; the stream ends by
+ * itself after their final states), or with n == 0 every task of `queue`
+ * (NULL or "": "default") from now on, until gs_client_stream_destroy (a
+ * first event-less message says the watch is in place: on_ready, may be
+ * NULL).  Wait and free with gs_client_stream_wait/_error/_destroy; there is
+ * nothing to submit on it.  GS_EINVAL, GS_ENOMEM. */
+int gs_client_watch_open(struct gs_client *c, const char *queue, const uint64_t *ids, size_t n,
+                         bool include_output, gs_client_event_fn on_event,
+                         void (*on_ready)(void *ud), void *ud, struct gs_client_stream **out);
+
 #ifdef __cplusplus
 }
 #endif

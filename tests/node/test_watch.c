@@ -4,8 +4,9 @@
  * another queue's) and a list of IDs (the current state, each change, the
  * final state with the output, then the stream's end).
  *
- * The watch is a raw server stream (rpc_client.h) decoded with protobuf-c:
- * the client library has no Watch call.  Events are collected by the
+ * The first two use a raw server stream (rpc_client.h) decoded with
+ * protobuf-c, so they check the wire; the third the client library's
+ * gs_client_watch_open.  Events are collected by the
  * stream's thread under a mutex; every wait is bounded.
  */
 #include <inttypes.h>
@@ -338,6 +339,79 @@ static void test_watch_ids(void **state)
 	fprintf(stderr, "watch ids: %d events for 2 tasks\n", n);
 }
 
+/* The client library's gs_client_watch_open: the same queue watch. */
+struct lib_watch {
+	pthread_mutex_t mu;
+	bool ready;
+	int events, finals;
+	char last_output[32];
+};
+
+static void lib_ready(void *ud)
+{
+	struct lib_watch *l = ud;
+	pthread_mutex_lock(&l->mu);
+	l->ready = true;
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void lib_event(void *ud, const struct gs_client_result *r, uint64_t at_us)
+{
+	struct lib_watch *l = ud;
+	pthread_mutex_lock(&l->mu);
+	l->events++;
+	assert_true(at_us > 0);
+	if (r->state == GS_CLIENT_DONE) {
+		l->finals++;
+		size_t k = r->output_len < sizeof(l->last_output) - 1 ? r->output_len
+		                                                      : sizeof(l->last_output) - 1;
+		memcpy(l->last_output, r->output, k);
+		l->last_output[k] = 0;
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void test_watch_client_lib(void **state)
+{
+	struct env *e = start(state);
+	static struct lib_watch l;
+	memset(&l, 0, sizeof(l));
+	pthread_mutex_init(&l.mu, NULL);
+	struct gs_client_stream *w = NULL;
+	assert_int_equal(
+	    gs_client_watch_open(e->c, "wq", NULL, 0, true, lib_event, lib_ready, &l, &w), GS_OK);
+	bool ready = false;
+	for (int i = 0; i < 2000 && !ready; i++) {
+		pthread_mutex_lock(&l.mu);
+		ready = l.ready;
+		pthread_mutex_unlock(&l.mu);
+		if (!ready)
+			gs_e2e_sleep_ms(5);
+	}
+	assert_true(ready);
+	uint64_t id = submit_echo(e, "wq", "lib", 0);
+	struct gs_client_result r;
+	assert_int_equal(gs_client_wait(e->c, &id, 1, WAIT_MS, &r), GS_OK);
+	gs_client_result_free(&r);
+	bool done = false;
+	for (int i = 0; i < 2000 && !done; i++) {
+		pthread_mutex_lock(&l.mu);
+		done = l.finals == 1;
+		pthread_mutex_unlock(&l.mu);
+		if (!done)
+			gs_e2e_sleep_ms(5);
+	}
+	assert_true(done);
+	/* Still open (a queue watch), until destroyed. */
+	assert_int_equal(gs_client_stream_wait(w, 50), GS_ETIMEOUT);
+	gs_client_stream_destroy(w);
+	pthread_mutex_lock(&l.mu);
+	assert_true(l.events >= 2);
+	assert_string_equal(l.last_output, "lib");
+	pthread_mutex_unlock(&l.mu);
+	pthread_mutex_destroy(&l.mu);
+}
+
 int main(int argc, char **argv)
 {
 	if (gs_e2e_init("test_watch", "wat", 0755, argc, argv) != 0)
@@ -346,6 +420,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_watch_queue, teardown_env),
 	    cmocka_unit_test_teardown(test_watch_ids, teardown_env),
+	    cmocka_unit_test_teardown(test_watch_client_lib, teardown_env),
 	};
 	return gs_e2e_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }
