@@ -289,6 +289,15 @@ restart:
 		if (!atomic_compare_exchange_strong_explicit(
 		        &e->word, &free_w, mine, memory_order_seq_cst, memory_order_relaxed))
 			continue;
+#ifndef __SANITIZE_THREAD__
+		/* Orders the claim before the field stores below for a reader on
+		 * another CPU (a seqlock writer's fence): on a weakly ordered CPU
+		 * a later plain store may otherwise become visible before the
+		 * CAS's store, and a reader could see new fields with the old
+		 * word.  A no-op on x86.  (gcc refuses fences under TSan, which
+		 * runs on x86 only here.) */
+		atomic_thread_fence(memory_order_release);
+#endif
 		e->hash = h;
 		e->digest = digest;
 		e->created_us = now_us;
