@@ -19,6 +19,9 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 targets=(fuzz_server fuzz_engine fuzz_worker fuzz_codec)
 run() {
 	local t=$1
+	# A run is judged by its own findings: artifacts of an earlier run (kept
+	# as regressions once fixed) would otherwise fail every later one.
+	rm -rf "$logs/$t-artifacts"
 	mkdir -p "$bin/corpus/$t" "$logs/$t-artifacts"
 	"$bin/$t" -max_total_time="$secs" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
 		-artifact_prefix="$logs/$t-artifacts/" \
