@@ -240,6 +240,8 @@ int gs_client_connect_err(const char *addr, const struct gs_client_opts *opts,
 	c->call_timeout_ms = o.call_timeout_ms > 0 ? o.call_timeout_ms : 30000;
 	struct gs_rpc_client_opts ro = {
 	    .max_message_bytes = o.max_message_bytes ? o.max_message_bytes : 64u << 20,
+	    /* The queue is what one send takes along (rpc_client.h). */
+	    .max_queue_bytes = o.max_send_batch_bytes ? o.max_send_batch_bytes : 4u << 20,
 	    .reconnect_max_ms = 1000,
 	    .busy_poll_us = o.busy_poll_us,
 	};

@@ -81,6 +81,12 @@ struct gs_client_opts {
 	const char *tls_cert_file; /* PEM client certificate (mutual TLS), with ... */
 	const char *tls_key_file;  /* ... its PEM private key */
 	unsigned busy_poll_us;     /* stream threads poll this long before sleeping (0) */
+	/* What a stream queues while its previous message is in flight goes out
+	 * as one message: at most this much (0: 4 MiB, the server's default
+	 * --max-message-bytes; never above max_message_bytes).  Keep it at or
+	 * below the server's limit: a bigger message would end the stream.  A
+	 * full queue is GS_EFULL from gs_client_stream_submit. */
+	size_t max_send_batch_bytes;
 };
 
 /* One task to submit.  Exactly one of argv (argc > 0) and handler should be

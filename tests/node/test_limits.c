@@ -265,6 +265,62 @@ static void ts_refused(struct tstream *t, const char *text)
 	assert_non_null(strstr(why, text));
 }
 
+/* --- a client's stream batches under the server's limit ------------------- */
+
+/* A client submitting faster than its stream drains sends what queued as
+ * one message; with max_send_batch_bytes at or below the server's limit
+ * every such message is taken, however many tasks are in flight.  (With a
+ * 4 MiB batch against this 64 KiB server the stream ends after some 300
+ * acks: a message over the limit.) */
+static void test_send_batches(void **state)
+{
+	char lim[16];
+	snprintf(lim, sizeof(lim), "%u", MSG_LIMIT);
+	const char *extra[] = {"--max-message-bytes", lim, NULL};
+	struct env *e = start(state, extra);
+	struct gs_client_opts o = {.connect_timeout_ms = 1000,
+	                           .max_send_batch_bytes = MSG_LIMIT / 4};
+	struct gs_client *c = NULL;
+	assert_int_equal(gs_client_connect(e->addr, &o, &c), GS_OK);
+	struct tstream *t = ts_open_on(c);
+	enum { N = 3000 };
+	static char pay[64];
+	memset(pay, 'q', sizeof(pay));
+	struct gs_client_spec sp = {.handler = "echo", .payload = pay, .payload_len = sizeof(pay)};
+	size_t full = 0;
+	uint64_t end = gs_e2e_mono_ms() + WAIT_MS;
+	for (uint64_t i = 0; i < N; i++) {
+		int rc;
+		while ((rc = gs_client_stream_submit(t->s, &sp, i)) == GS_EFULL &&
+		       gs_e2e_mono_ms() < end) {
+			full++;
+			gs_e2e_sleep_ms(1);
+		}
+		if (rc != GS_OK)
+			fail_msg("submit %" PRIu64 ": rc %d (%s)", i, rc,
+			         gs_client_stream_error(t->s));
+	}
+	for (int i = 0; i < 2000; i++) {
+		pthread_mutex_lock(&t->mu);
+		bool all = t->results >= N;
+		pthread_mutex_unlock(&t->mu);
+		if (all || gs_e2e_mono_ms() > end + WAIT_MS)
+			break;
+		gs_e2e_sleep_ms(10);
+	}
+	pthread_mutex_lock(&t->mu);
+	size_t acks = t->acks, results = t->results, bad = t->bad_results, rej = t->rejects;
+	pthread_mutex_unlock(&t->mu);
+	fprintf(stderr,
+	        "limits: %d tasks on one stream, batches <= %u bytes: %zu acks, %zu results, "
+	        "%zu full-queue retries\n",
+	        N, MSG_LIMIT / 4, acks, results, full);
+	assert_int_equal(acks, N);
+	assert_int_equal(results, N);
+	assert_int_equal(bad + rej, 0);
+	ts_close(t, true); /* the stream ends OK: no message was refused */
+}
+
 /* --- the message limit --------------------------------------------------- */
 
 static void test_message_limit(void **state)
@@ -441,6 +497,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_teardown(test_message_limit, teardown_env),
 	    cmocka_unit_test_teardown(test_stream_limit, teardown_env),
 	    cmocka_unit_test_teardown(test_connection_limit, teardown_env),
+	    cmocka_unit_test_teardown(test_send_batches, teardown_env),
 	};
 	return gs_e2e_finish(cmocka_run_group_tests(tests, NULL, NULL));
 }
