@@ -8,6 +8,7 @@
  * segment and serializes writes and fsyncs; io is taken before mu, and no
  * write or fsync happens under mu, so appends go on while a sync writes.
  */
+#include "gs_clock.h"
 #include "wal.h"
 
 #include <errno.h>
@@ -379,16 +380,9 @@ int gs_wal_wait_durable(gs_wal *w, uint64_t lsn, int timeout_ms)
 {
 	if (!w)
 		return GS_EINVAL;
-	struct timespec dl;
-	if (timeout_ms >= 0) {
-		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
-	}
+	struct timespec dl = {0, 0};
+	if (timeout_ms >= 0)
+		dl = gs_clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
 	int rc = GS_OK;
 	pthread_mutex_lock(&w->mu);
 	if (lsn >= w->next_lsn)

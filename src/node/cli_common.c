@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "gs_clock.h"
 #include "cli.h"
 #include "gs_error.h"
 #include "rpc_tls.h"
@@ -104,12 +105,6 @@ void gs_cli_sleep_ms(int ms)
 
 void gs_cli_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += ms * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	struct timespec ts = gs_clock_after_ms(CLOCK_REALTIME, ms);
 	pthread_cond_timedwait(cv, mu, &ts);
 }

@@ -35,6 +35,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gs_clock.h"
 #include "gs_error.h"
 #include "service_impl.h"
 
@@ -167,6 +168,11 @@ void gs_dur_undo(gs_service *s, const uint64_t *ids, size_t n, uint64_t now_us)
 			gs_worker_send_cancel(s, worker, ids[i], attempt);
 		gs_plm_release(s, ids[i]);
 	}
+}
+
+static bool final_state(uint32_t st)
+{
+	return st == GS_TASK_DONE || st == GS_TASK_FAILED || st == GS_TASK_CANCELLED;
 }
 
 /* --- final states held until durable -------------------------------------- */
@@ -323,18 +329,19 @@ static void deliver(gs_service *s, struct dur_ack *a, uint64_t now_us)
 	}
 	for (size_t i = 0; i < a->n_ids && !w->closed; i++) {
 		gs_task_info info;
-		if (gs_engine_task_info(s->eng, a->ids[i], &info) != GS_OK) {
+		const uint8_t *res;
+		uint32_t res_len;
+		if (gs_service_read(s, a->ids[i], &info, &res, &res_len) != GS_OK) {
 			if (w->pending) /* gone meanwhile (cannot be fetched twice) */
 				w->pending--;
 			continue;
 		}
 		if (gs_plm_subscribe(s, a->ids[i], w) != GS_OK)
 			continue; /* kept, fetchable by Wait */
-		/* Finished before the ack (and durable: else finished_durable
-		 * delivers it, to this subscription too). */
-		if ((info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
-		     info.state == GS_TASK_CANCELLED) &&
-		    !gs_id_map_get(&s->unsynced, a->ids[i], NULL))
+		/* Finished before the ack, and durable (gs_service_read shows a
+		 * final state only then; else finished_durable delivers it, to
+		 * this subscription too). */
+		if (final_state(info.state))
 			gs_plm_finished(s, a->ids[i], now_us);
 	}
 	gs_plm_flush(s, now_us);
@@ -406,11 +413,7 @@ void gs_service_durable(gs_service *s, uint64_t durable_lsn, int sync_rc)
 
 bool gs_service_acks_wait(gs_service *s, int timeout_ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	until.tv_sec += timeout_ms / 1000 + until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
+	struct timespec until = gs_clock_after_ms(CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&s->dur_mu);
 	if (!s->dur_head && !s->n_fin)
 		pthread_cond_timedwait(&s->dur_cv, &s->dur_mu, &until);
@@ -443,11 +446,6 @@ void gs_dur_free_all(gs_service *s)
 }
 
 /* --- snapshot and restore ------------------------------------------------- */
-
-static bool final_state(uint32_t st)
-{
-	return st == GS_TASK_DONE || st == GS_TASK_FAILED || st == GS_TASK_CANCELLED;
-}
 
 int gs_service_snapshot(void *arg, gs_wal_snap *snap)
 {

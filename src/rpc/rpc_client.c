@@ -5,6 +5,7 @@
  * completion queue polled by its own thread; s->mu guards its state and
  * outbound queue, s->cond signals the end of the stream.
  */
+#include "gs_clock.h"
 #include "rpc_client.h"
 
 #include <errno.h>
@@ -678,16 +679,7 @@ int gs_rpc_stream_wait(struct gs_rpc_stream *s, int timeout_ms, int *code)
 {
 	if (s == NULL)
 		return GS_EINVAL;
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	if (timeout_ms > 0) {
-		dl.tv_sec += timeout_ms / 1000;
-		dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
-	}
+	struct timespec dl = gs_clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
 	int rc = GS_OK;
 	pthread_mutex_lock(&s->mu);
 	while (!s->close_called) {

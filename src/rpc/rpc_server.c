@@ -9,6 +9,7 @@
  * and outbound queue; call->cb_mu serialises the user callbacks of one call.  Never hold two of
  * them at once, except cb_mu while a callback takes call->mu.
  */
+#include "gs_clock.h"
 #include "rpc_server.h"
 
 #include <errno.h>
@@ -1169,16 +1170,7 @@ void gs_rpc_server_stop(struct gs_rpc_server *srv, int grace_ms)
 	}
 	free(open);
 
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	if (grace_ms < 0)
-		grace_ms = 0;
-	dl.tv_sec += grace_ms / 1000;
-	dl.tv_nsec += (long)(grace_ms % 1000) * 1000000L;
-	if (dl.tv_nsec >= 1000000000L) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000L;
-	}
+	struct timespec dl = gs_clock_after_ms(CLOCK_MONOTONIC, grace_ms);
 	if (!wait_drained(srv, &dl)) {
 		grpc_server_cancel_all_calls(srv->gsrv);
 		wait_drained(srv, NULL); /* cancelled calls complete promptly */

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "gs_clock.h"
 #include "gs_error.h"
 #include "rpc_tls.h"
 #include "service_impl.h"
@@ -211,11 +212,7 @@ void gs_service_wait_work(gs_service *s, int timeout_ms)
 {
 	if (atomic_exchange_explicit(&s->wake_flag, false, memory_order_acq_rel))
 		return;
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	until.tv_sec += timeout_ms / 1000 + until.tv_nsec / 1000000000L;
-	until.tv_nsec %= 1000000000L;
+	struct timespec until = gs_clock_after_ms(CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&s->wake_mu);
 	atomic_store_explicit(&s->sleeping, true, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);

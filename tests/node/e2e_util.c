@@ -5,6 +5,7 @@
 #include "e2e_util.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -197,4 +198,39 @@ struct gs_client *gs_e2e_connect(const char *addr, int ms)
 	while (gs_client_connect(addr, &o, &c) != GS_OK && gs_e2e_mono_ms() < end)
 		gs_e2e_sleep_ms(20);
 	return c;
+}
+
+void gs_e2e_wait_workers(struct gs_client *c, size_t want, int ms)
+{
+	uint64_t end = gs_e2e_mono_ms() + (uint64_t)ms;
+	size_t n = 0;
+	for (int i = 0; i < 100000; i++) {
+		struct gs_client_worker *w = NULL;
+		n = 0;
+		if (gs_client_list_workers(c, false, &w, &n) == GS_OK)
+			gs_client_workers_free(w, n);
+		else
+			n = 0;
+		if (n >= want)
+			return;
+		if (gs_e2e_mono_ms() > end)
+			break;
+		gs_e2e_sleep_ms(20);
+	}
+	fail_msg("%zu of %zu workers registered within %d ms", n, want, ms);
+}
+
+uint64_t gs_e2e_rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	uint64_t kib = 0;
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %" SCNu64, &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
 }

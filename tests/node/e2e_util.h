@@ -1,6 +1,6 @@
 /*
  * e2e_util.h - the real-process harness shared by the end-to-end tests
- * (test_e2e, test_auth, test_durability): clocks, a free loopback port, and
+ * (tests/node/test_*.c, tests/chaos): clocks, a free loopback port, and
  * `gsched` child processes started, tracked, reaped and killed.
  *
  * It owns the test's temporary directory (/tmp/gsched-TAG-PID: process logs,
@@ -14,6 +14,7 @@
 #ifndef GS_E2E_UTIL_H
 #define GS_E2E_UTIL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -57,5 +58,12 @@ void gs_e2e_kill_all(void);
 /* Connects to a server that may still be starting: retries every 20 ms for
  * up to ms.  Returns the client, or NULL. */
 struct gs_client *gs_e2e_connect(const char *addr, int ms);
+
+/* Waits up to ms until the server lists at least want live workers;
+ * fail_msg otherwise. */
+void gs_e2e_wait_workers(struct gs_client *c, size_t want, int ms);
+
+/* A process's resident set in KiB (VmRSS of /proc/PID/status), or 0. */
+uint64_t gs_e2e_rss_kib(pid_t pid);
 
 #endif

@@ -85,20 +85,8 @@ static struct env *start(void **state, const char *const *extra)
 	const char *wargs[] = {"worker", "--server", e->addr,      "--slots", "8",
 	                       "--name", "w1",       "--grace-ms", "300",     NULL};
 	assert_true(gs_e2e_spawn("worker", wargs) > 0);
-	uint64_t end = gs_e2e_mono_ms() + WAIT_MS;
-	for (int i = 0; i < 1000; i++) {
-		struct gs_client_worker *w = NULL;
-		size_t nw = 0;
-		if (gs_client_list_workers(e->c, false, &w, &nw) == GS_OK)
-			gs_client_workers_free(w, nw);
-		if (nw >= 1)
-			return e;
-		if (gs_e2e_mono_ms() > end)
-			break;
-		gs_e2e_sleep_ms(20);
-	}
-	fail_msg("the worker did not register within %d ms", WAIT_MS);
-	return NULL;
+	gs_e2e_wait_workers(e->c, 1, WAIT_MS);
+	return e;
 }
 
 static uint64_t submitted_total(struct gs_client *c)

@@ -87,43 +87,8 @@ static pid_t start_worker(struct env *e, const char *name, int slots)
 	return gs_e2e_spawn(name, args);
 }
 
-static void wait_workers(struct env *e, size_t want)
-{
-	uint64_t end = gs_e2e_mono_ms() + 10000;
-	for (;;) {
-		struct gs_client_worker *w = NULL;
-		size_t n = 0;
-		if (gs_client_list_workers(e->c, false, &w, &n) == GS_OK)
-			gs_client_workers_free(w, n);
-		else
-			n = 0;
-		if (n >= want)
-			return;
-		if (gs_e2e_mono_ms() > end)
-			fail_msg("%zu of %zu workers registered", n, want);
-		gs_e2e_sleep_ms(20);
-	}
-}
-
-/* The server's resident set in KiB (/proc/PID/status VmRSS), or 0. */
-static uint64_t rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	uint64_t kib = 0;
-	if (!f)
-		return 0;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmRSS: %" SCNu64, &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
-}
-
-/* Stats, summed over queues.  Not used: tasks_in_use and running (the
- * server does not fill them in yet) and delayed (a total, not the gauge the
- * proto documents): see admin_service.c. */
+/* Stats, summed over queues; `queued` counts every task not finished yet
+ * (queued, delayed, assigned or running). */
 struct totals {
 	uint64_t submitted, done, queued;
 };
@@ -138,7 +103,7 @@ static struct totals totals(struct env *e)
 		const struct gs_client_queue_stats *q = &st.queues[i];
 		t.submitted += q->submitted_total;
 		t.done += q->done_total;
-		t.queued += q->queued + q->assigned;
+		t.queued += q->queued + q->delayed + q->assigned + q->running;
 	}
 	gs_client_stats_free(&st);
 	return t;
@@ -217,7 +182,7 @@ static void test_overload(void **state)
 	assert_int_equal(before.submitted, accepted);
 
 	/* The burst: every call rejected, nothing changes, memory bounded. */
-	uint64_t rss0 = rss_kib(e->server), rss_max = rss0;
+	uint64_t rss0 = gs_e2e_rss_kib(e->server), rss_max = rss0;
 	assert_true(rss0 > 0);
 	uint64_t t0 = gs_e2e_mono_ms();
 	uint64_t dummy[BURST_CALL];
@@ -229,7 +194,7 @@ static void test_overload(void **state)
 			fail_msg("burst call %d: rc %d (%s), want GS_EFULL", call, rc,
 			         gs_client_error(e->c));
 		if (call % 50 == 0) {
-			uint64_t r = rss_kib(e->server);
+			uint64_t r = gs_e2e_rss_kib(e->server);
 			rss_max = r > rss_max ? r : rss_max;
 		}
 		if (gs_e2e_mono_ms() - t0 > 120000)
@@ -237,7 +202,7 @@ static void test_overload(void **state)
 	}
 	/* One task alone is refused too. */
 	assert_int_equal(gs_client_submit(e->c, specs, 1, dummy), GS_EFULL);
-	uint64_t rss1 = rss_kib(e->server);
+	uint64_t rss1 = gs_e2e_rss_kib(e->server);
 	rss_max = rss1 > rss_max ? rss1 : rss_max;
 	fprintf(stderr,
 	        "overload: %d rejected tasks in %" PRIu64 " ms; server VmRSS %" PRIu64
@@ -252,7 +217,7 @@ static void test_overload(void **state)
 
 	/* The load stops; a worker drains the table: each task DONE once. */
 	start_worker(e, "w1", 16);
-	wait_workers(e, 1);
+	gs_e2e_wait_workers(e->c, 1, 10000);
 	static struct gs_client_result res[MAX_TRIES * BATCH];
 	rc = gs_client_wait(e->c, ids, accepted, 60000, res);
 	if (rc != GS_OK)
@@ -405,14 +370,14 @@ static void test_slow_client(void **state)
 	start_server(e, NULL);
 	start_worker(e, "w1", 64);
 	start_worker(e, "w2", 64);
-	wait_workers(e, 2);
+	gs_e2e_wait_workers(e->c, 2, 10000);
 
 	/* Client A: its own connection (as another process would have). */
 	struct gs_client *a = gs_e2e_connect(e->addr, 10000);
 	assert_non_null(a);
 	rtt_p99(a, N_WARM, NULL);
 	uint64_t base50, base = rtt_p99(a, N_RTT, &base50);
-	uint64_t rss0 = rss_kib(e->server);
+	uint64_t rss0 = gs_e2e_rss_kib(e->server);
 	uint64_t done0 = totals(e).done;
 
 	/* Client B submits N_SLOW delayed tasks, every ack read, then stops
@@ -458,7 +423,7 @@ static void test_slow_client(void **state)
 	gs_e2e_sleep_ms(200);
 
 	uint64_t load50, loaded = rtt_p99(a, N_RTT, &load50);
-	uint64_t rss1 = rss_kib(e->server);
+	uint64_t rss1 = gs_e2e_rss_kib(e->server);
 	/* 2x, with an absolute floor: this machine has 2 noisy vCPUs shared by
 	 * the server, 2 workers and the test, so a p99 of a few hundred us moves
 	 * by that much between two quiet runs alone. */

@@ -126,18 +126,8 @@ static struct env *start(void **state)
 	                       "w1",     "--queue",    "default", "--queue", "wq", "--queue",
 	                       "other",  "--grace-ms", "300",     NULL};
 	assert_true(gs_e2e_spawn("worker", wargs) > 0);
-	uint64_t end = gs_e2e_mono_ms() + WAIT_MS;
-	for (int i = 0; i < 1000 && gs_e2e_mono_ms() < end; i++) {
-		struct gs_client_worker *w = NULL;
-		size_t nw = 0;
-		if (gs_client_list_workers(e->c, false, &w, &nw) == GS_OK)
-			gs_client_workers_free(w, nw);
-		if (nw >= 1)
-			return e;
-		gs_e2e_sleep_ms(20);
-	}
-	fail_msg("the worker did not register within %d ms", WAIT_MS);
-	return NULL;
+	gs_e2e_wait_workers(e->c, 1, WAIT_MS);
+	return e;
 }
 
 static void open_watch(struct env *e, const char *queue, const uint64_t *ids, size_t n)
