@@ -91,7 +91,8 @@ int main(void)
 	row("dirty bitmaps", L->pages - L->dirty);
 	row("arena page map", L->arena - L->pages);
 	row("arena", L->keys - L->arena);
-	row("idempotency keys", L->total - L->keys);
+	row("idempotency keys", L->roles - L->keys);
+	row("roles (rings)", L->total - L->roles);
 	printf("totals:\n");
 	row("segment mapped", L->total);
 	row("segment resident", resident_bytes(s));

@@ -26,6 +26,7 @@ static void bind_all(gs_engine *e, bool format)
 	gs_worker_pool_bind(&e->wp, b + L->workers, b + L->dirty, g->max_workers, format);
 	gs_worker_heap_bind(&e->wh, b + L->wheap, g->max_workers, format);
 	gs_idem_bind(&e->it, b + L->keys, g, &e->tt, &e->arena, format);
+	gs_roles_bind(&e->roles, b + L->roles, format);
 }
 
 int gs_engine_create(const gs_engine_opts *o, gs_engine **out)
@@ -97,6 +98,11 @@ uint32_t gs_engine_tasks_in_use(const gs_engine *e)
 gs_seg *gs_engine_segment(gs_engine *e)
 {
 	return &e->seg;
+}
+
+gs_roles *gs_engine_roles(gs_engine *e)
+{
+	return &e->roles;
 }
 
 /* --- queues --------------------------------------------------------- */

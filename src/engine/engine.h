@@ -38,6 +38,7 @@
 #include <stdint.h>
 
 #include "idem_table.h"
+#include "roles.h"
 #include "segment.h"
 #include "task_table.h"
 #include "worker_pool.h"
@@ -146,6 +147,10 @@ const gs_geom *gs_engine_geom(const gs_engine *e);
 /* Task slots not FREE (queued, delayed, on a worker, or a result kept). */
 uint32_t gs_engine_tasks_in_use(const gs_engine *e);
 gs_seg *gs_engine_segment(gs_engine *e);
+
+/* The roles region of the segment (roles.h): used when the server's roles
+ * run as separate processes.  Valid while the engine is open. */
+gs_roles *gs_engine_roles(gs_engine *e);
 
 /* --- queues --------------------------------------------------------- */
 

@@ -8,6 +8,7 @@
 #include "arena.h"
 #include "engine.h"
 #include "idem_table.h"
+#include "roles.h"
 #include "task_heap.h"
 #include "worker_heap.h"
 
@@ -19,6 +20,7 @@ struct gs_engine {
 	gs_worker_pool wp;
 	gs_worker_heap wh;
 	gs_idem_table it; /* idempotency keys */
+	gs_roles roles;   /* the role processes' meeting place */
 	gs_geom geom;     /* copy of the segment's geometry */
 };
 

@@ -15,6 +15,7 @@
 #include "arena.h"
 #include "gs_error.h"
 #include "idem_table.h"
+#include "roles.h"
 #include "task_heap.h"
 #include "task_table.h"
 #include "worker_heap.h"
@@ -83,6 +84,8 @@ void gs_layout_compute(const gs_geom *g, gs_layout *L)
 	off = align_up(off + g->arena_bytes, 4096);
 	L->keys = off;
 	off = align_up(off + gs_idem_region_bytes(g), 4096);
+	L->roles = off;
+	off = align_up(off + gs_roles_region_bytes(), 4096);
 	L->total = off;
 }
 

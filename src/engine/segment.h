@@ -6,7 +6,8 @@
  * (tests, the embedded default).  The segment starts with a header (magic,
  * layout version, geometry, region offsets, owner pid, epoch) followed by the
  * regions of the task table, task heap, worker heap, payload arena and
- * idempotency keys (layout version 6; 5 had no keys).  Inside
+ * idempotency keys and the roles' meeting place (roles.h) (layout version 7;
+ * 6 had no roles region, 5 no keys).  Inside
  * the segment there are only indices and offsets, never pointers, so every
  * process may map it at a different address.
  *
@@ -26,7 +27,7 @@
 #include <stdint.h>
 
 #define GS_SEG_MAGIC   0x3130444548435347ULL /* "GSCHED01" little-endian */
-#define GS_SEG_VERSION 6u
+#define GS_SEG_VERSION 7u
 
 #define GS_MAX_QUEUES  64u               /* named queues per segment */
 #define GS_PRIORITIES  256u              /* priority levels per queue, 255 runs first */
@@ -54,7 +55,7 @@ int gs_geom_check(const gs_geom *g);
 
 /* Offsets of each region from the segment's base, derived from a geometry. */
 typedef struct gs_layout {
-	uint64_t tasks, nodes, levels, queues, workers, wheap, dirty, pages, arena, keys;
+	uint64_t tasks, nodes, levels, queues, workers, wheap, dirty, pages, arena, keys, roles;
 	uint64_t total;
 } gs_layout;
 

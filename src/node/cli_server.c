@@ -80,6 +80,7 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 	    {"stream-queue-bytes", required_argument, NULL, 'q'},
 	    {"max-connections", required_argument, NULL, 'n'},
 	    {"max-streams", required_argument, NULL, 'S'},
+	    {"role", required_argument, NULL, 'R'},
 	    {"help", no_argument, NULL, 'H'},
 	    {0, 0, 0, 0},
 	};
@@ -106,6 +107,18 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 		case 'C':
 			client_file = optarg;
 			break;
+		case 'R': {
+			enum gs_role r;
+			if (gs_role_parse(optarg, &r) != GS_OK) {
+				fprintf(stderr,
+				        "gsched server: --role is plm, scheduler or register (not "
+				        "'%s')\n",
+				        optarg);
+				return 2;
+			}
+			o.role = optarg;
+			break;
+		}
 		case 'D':
 			o.data_dir = optarg;
 			break;
@@ -136,6 +149,7 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 			    "                     [--max-message-bytes N] [--stream-queue-bytes "
 			    "N]\n"
 			    "                     [--max-connections N] [--max-streams N]\n"
+			    "                     [--role plm|scheduler|register]\n"
 			    "limits: --max-message-bytes (default 4194304, 1024..1073741824) per\n"
 			    "  message; --stream-queue-bytes (default: the message limit) queued "
 			    "per\n"
@@ -150,7 +164,16 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 			    "Submit\n"
 			    "  is acknowledged once on disk, synced every --fsync-ms, default 5, "
 			    "0: at\n"
-			    "  once)\n");
+			    "  once)\n"
+			    "roles: without --role the PLM, the scheduler and the register are "
+			    "threads\n"
+			    "  of this process; with --role this process runs that one role on "
+			    "the\n"
+			    "  --segment the others attach to (no --data-dir): clients call the "
+			    "plm's\n"
+			    "  --listen address, workers the register's; a role killed and "
+			    "started\n"
+			    "  again loses no task\n");
 			return 0;
 		default:
 			if (c == '?' || !optarg || parse_u32(optarg, &v) != 0) {
@@ -225,6 +248,16 @@ int gs_cli_server(int argc, char **argv, volatile sig_atomic_t *stop)
 		        "gsched server: --stream-queue-bytes (%zu) exceeds --max-message-bytes "
 		        "(%zu): what a stream queues goes out as one message\n",
 		        o.stream_queue_bytes, o.max_message_bytes);
+		return 2;
+	}
+	if (o.role && !o.segment) {
+		fprintf(stderr, "gsched server: --role needs --segment NAME: the roles meet in "
+		                "that segment\n");
+		return 2;
+	}
+	if (o.role && o.data_dir) {
+		fprintf(stderr, "gsched server: --role runs with segment durability; --data-dir "
+		                "is for a server that runs every role\n");
 		return 2;
 	}
 	if (o.data_dir && !o.data_dir[0]) {

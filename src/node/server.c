@@ -288,6 +288,17 @@ static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet, bool
 	if (o->segment) {
 		bool owner_dead = false;
 		int rc = gs_engine_attach(o->segment, eng, &owner_dead);
+		for (int r = 0; rc == GS_OK && r < GS_ROLE_COUNT; r++) {
+			int32_t pid = gs_roles_holder(gs_engine_roles(*eng), (enum gs_role)r);
+			if (pid) {
+				fprintf(stderr,
+				        "gsched server: segment %s is served by role processes "
+				        "(%s: pid %d)\n",
+				        o->segment, gs_role_name((enum gs_role)r), (int)pid);
+				gs_engine_close(*eng, false);
+				return GS_EBUSY;
+			}
+		}
 		if (rc == GS_OK && !owner_dead) {
 			fprintf(stderr, "gsched server: segment %s is served by a live process\n",
 			        o->segment);
@@ -321,6 +332,8 @@ static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet, bool
 
 int gs_server_run(const gs_server_opts *o)
 {
+	if (o->role)
+		return gs_server_run_role(o);
 	const char *listen = o->listen ? o->listen : "127.0.0.1:7070";
 	gs_engine *eng = NULL;
 	gs_wal *wal = NULL;

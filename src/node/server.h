@@ -26,6 +26,12 @@
  * "client too slow" when it is full); max_connections and max_streams bound
  * the connections and streaming calls open at once (rpc_server.h, "Limits":
  * a call over either is refused with RESOURCE_EXHAUSTED).
+ * Roles as processes (role set): the process attaches the named segment
+ * (creating it if none exists), claims its role (GS_EBUSY while a live
+ * process holds it), and, when the segment was there before it, pauses the
+ * other roles and repairs what a dead process left half-done (roles.h)
+ * before it serves.  A PLM serves TaskService and AdminService, a Register
+ * WorkerService, each Health on `listen`.
  * Errors: GS_EIO (cannot listen, or a TLS file cannot be used: one line on
  * stderr says which), GS_EINVAL (equal client and worker tokens), engine
  * and rpc errors.
@@ -67,8 +73,15 @@ typedef struct gs_server_opts {
 	size_t stream_queue_bytes; /* outbound queue per call (0: max_message_bytes) */
 	unsigned max_connections;  /* connections with a call open (0: no limit) */
 	unsigned max_streams;      /* streaming calls open at once (0: no limit) */
+	/* NULL: the three roles as threads of this process.  "plm",
+	 * "scheduler" or "register": that role alone, on `segment` (required),
+	 * the others in their own processes (no data_dir). */
+	const char *role;
 } gs_server_opts;
 
 int gs_server_run(const gs_server_opts *o);
+
+/* gs_server_run with o->role set (server_role.c); gs_server_run calls it. */
+int gs_server_run_role(const gs_server_opts *o);
 
 #endif /* GS_SERVER_H */

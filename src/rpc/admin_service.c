@@ -127,17 +127,9 @@ static void drain(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size
 		gs_rpc_call_finish(call, gs_rpc_code_from_status(rc),
 		                   rc == GS_ENOTFOUND ? "no such worker" : gs_strerror(rc));
 	} else {
+		gs_worker_send_drain(s, req->worker_id, req->reason);
 		gs_pb_buf b;
 		gs_pb_buf_init(&b);
-		size_t m = gs_pb_begin(&b, 4); /* WorkerDown.drain */
-		gs_pb_put_bytes(&b, 1, req->reason, strlen(req->reason));
-		gs_pb_end(&b, m);
-		gs_worker_table_read_lock();
-		gs_worker_rec *rec = gs_worker_table_find(s->workers, req->worker_id);
-		if (rec && !b.oom)
-			gs_rpc_call_send(((struct worker_conn *)rec->ctx)->call, b.data, b.len);
-		gs_worker_table_read_unlock();
-		gs_pb_buf_reset(&b);
 		gs_pb_put_varint(&b, 1, GSCHED__V1__WORKER_STATE__WORKER_STATE_DRAINING);
 		gs_service_reply(call, &b);
 	}

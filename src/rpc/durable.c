@@ -179,6 +179,10 @@ static bool final_state(uint32_t st)
 
 void gs_dur_finished(gs_service *s, uint64_t id, uint64_t lsn, uint32_t shown, uint64_t now_us)
 {
+	if (!gs_service_has(s, GS_ROLE_PLM)) {
+		gs_link_done(s, id); /* the PLM is another process (no log then) */
+		return;
+	}
 	if (!s->o.wal || atomic_load(&s->log_failed)) {
 		gs_plm_finished(s, id, now_us);
 		return;

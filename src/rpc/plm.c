@@ -421,6 +421,8 @@ static const char *const builtin_handlers[] = {"noop", "echo", "sleep"};
 bool gs_plm_handler_known(const char *name, void *arg)
 {
 	gs_service *s = arg;
+	if (!gs_service_has(s, GS_ROLE_REGISTER))
+		return true; /* workers advertise to another process (service.h) */
 	for (size_t i = 0; i < sizeof(builtin_handlers) / sizeof(builtin_handlers[0]); i++)
 		if (strcmp(name, builtin_handlers[i]) == 0)
 			return true;

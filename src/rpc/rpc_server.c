@@ -89,6 +89,7 @@ struct gs_rpc_call {
 	atomic_int refs;
 	pthread_mutex_t mu;
 	pthread_mutex_t cb_mu;
+	pthread_rwlock_t *gate; /* opts.gate: read-held around every callback */
 	struct tag recv_tag, send_tag, close_tag;
 
 	/* fixed at creation */
@@ -511,6 +512,22 @@ static void call_arm_recv_locked(struct gs_rpc_call *call)
 	}
 }
 
+/* Around every user callback: the gate (opts.gate) read-held, then the
+ * call's callback lock (one callback of a call at a time). */
+static void cb_enter(struct gs_rpc_call *call)
+{
+	if (call->gate)
+		pthread_rwlock_rdlock(call->gate);
+	pthread_mutex_lock(&call->cb_mu);
+}
+
+static void cb_leave(struct gs_rpc_call *call)
+{
+	pthread_mutex_unlock(&call->cb_mu);
+	if (call->gate)
+		pthread_rwlock_unlock(call->gate);
+}
+
 /* Run on_close once when the call is over and no message is being delivered. */
 static void call_maybe_deliver_close(struct gs_rpc_call *call)
 {
@@ -524,10 +541,10 @@ static void call_maybe_deliver_close(struct gs_rpc_call *call)
 	if (!due)
 		return;
 	gs_rpc_call_ref(call); /* the callback may drop the user's reference */
-	pthread_mutex_lock(&call->cb_mu);
+	cb_enter(call);
 	if (call->ops.on_close)
 		call->ops.on_close(call, call->ud, cancelled);
-	pthread_mutex_unlock(&call->cb_mu);
+	cb_leave(call);
 	gs_rpc_call_unref(call);
 }
 
@@ -543,10 +560,10 @@ static void call_deliver_message(struct gs_rpc_call *call, grpc_byte_buffer *bb)
 	call->st.msgs_received++;
 	call->st.bytes_received += len;
 	pthread_mutex_unlock(&call->mu);
-	pthread_mutex_lock(&call->cb_mu);
+	cb_enter(call);
 	if (!call->close_delivered && call->ops.on_message)
 		call->ops.on_message(call, call->ud, GRPC_SLICE_START_PTR(s), len);
-	pthread_mutex_unlock(&call->cb_mu);
+	cb_leave(call);
 	grpc_slice_unref(s);
 }
 
@@ -563,10 +580,10 @@ static void on_recv(struct gs_rpc_call *call, bool success)
 		grpc_byte_buffer_destroy(bb);
 	} else if (success) {
 		half_close = true;
-		pthread_mutex_lock(&call->cb_mu);
+		cb_enter(call);
 		if (!call->close_delivered && call->ops.on_half_close)
 			call->ops.on_half_close(call, call->ud);
-		pthread_mutex_unlock(&call->cb_mu);
+		cb_leave(call);
 	}
 	pthread_mutex_lock(&call->mu);
 	call->recv_inflight = false;
@@ -656,6 +673,7 @@ static struct gs_rpc_call *call_new(struct gs_rpc_server *srv, struct request *r
 	pthread_mutex_init(&call->cb_mu, NULL);
 	atomic_init(&call->refs, 1); /* the gRPC side; the user's comes with on_open */
 	call->srv = srv;
+	call->gate = srv->opts.gate;
 	call->gcall = r->call;
 	call->deadline = r->deadline;
 	call->max_queue = srv->max_queue;
@@ -787,10 +805,10 @@ static void on_request(struct gs_rpc_server *srv, struct request *r, bool succes
 	} else {
 		int rc = GS_OK;
 		gs_rpc_call_ref(call); /* the user's reference, if accepted */
-		pthread_mutex_lock(&call->cb_mu);
+		cb_enter(call);
 		if (call->ops.on_open)
 			rc = call->ops.on_open(call, r->m->ud, &call->ud);
-		pthread_mutex_unlock(&call->cb_mu);
+		cb_leave(call);
 		if (rc != GS_OK) {
 			call_finish_internal(call, gs_rpc_code_from_status(rc), gs_strerror(rc));
 			gs_rpc_call_unref(call);

@@ -67,6 +67,7 @@
 #ifndef GS_RPC_SERVER_H
 #define GS_RPC_SERVER_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -97,6 +98,12 @@ struct gs_rpc_server_opts {
 	void (*on_thread_start)(void *thread_arg);
 	void (*on_thread_stop)(void *thread_arg);
 	void *thread_arg;
+	/* NULL, or a lock held for reading around every on_open, on_message,
+	 * on_half_close and on_close: whoever takes it for writing knows that
+	 * no callback runs until it lets go (the server's role processes use
+	 * it to stop at a safe point, roles.h).  Not owned; outlives the server.
+	 * A callback must not take it itself. */
+	pthread_rwlock_t *gate;
 };
 
 struct gs_rpc_method_ops {

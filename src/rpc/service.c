@@ -52,6 +52,12 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 		s->o.max_batch = 100000;
 	s->o.client_token = NULL;
 	s->o.worker_token = NULL;
+	s->roles = s->o.roles ? s->o.roles & GS_ROLES_ALL : GS_ROLES_ALL;
+	s->link = s->o.link;
+	if (!s->roles || (s->roles != GS_ROLES_ALL && (!s->link || s->o.wal))) {
+		free(s);
+		return GS_EINVAL; /* roles apart need the segment's rings, and no log */
+	}
 	int rc = GS_ENOMEM;
 	if (o && o->client_token && o->client_token[0]) {
 		if (!(s->o.client_token = strdup(o->client_token)))
@@ -79,6 +85,7 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 	pthread_mutex_init(&s->dur_mu, NULL);
 	pthread_cond_init(&s->dur_cv, NULL);
 	pthread_mutex_init(&s->ack_mu, NULL);
+	pthread_mutex_init(&s->link_mu, NULL);
 	s->waits.next_wait = s->waits.prev_wait = &s->waits;
 	gs_delay_timer_init(&s->timer);
 	*out = s;
@@ -139,18 +146,21 @@ int gs_service_register(gs_service *s, struct gs_rpc_server *srv)
 	int rc = GS_OK;
 	if (s->o.client_token || s->o.worker_token)
 		rc = gs_rpc_server_set_auth(srv, authorize, s);
-	if (rc == GS_OK)
+	bool plm = gs_service_has(s, GS_ROLE_PLM), reg = gs_service_has(s, GS_ROLE_REGISTER);
+	if (rc == GS_OK && plm)
 		rc = gs_task_service_register(s, srv);
-	if (rc == GS_OK)
+	if (rc == GS_OK && reg)
 		rc = gs_worker_service_register(s, srv);
-	if (rc == GS_OK)
+	if (rc == GS_OK && plm)
 		rc = gs_admin_service_register(s, srv);
 	if (rc == GS_OK)
 		rc = gs_rpc_health_register(srv, &s->health);
 	if (rc == GS_OK) {
 		gs_rpc_health_set(s->health, "", true);
-		gs_rpc_health_set(s->health, "gsched.v1.TaskService", true);
-		gs_rpc_health_set(s->health, "gsched.v1.WorkerService", true);
+		if (plm)
+			gs_rpc_health_set(s->health, "gsched.v1.TaskService", true);
+		if (reg)
+			gs_rpc_health_set(s->health, "gsched.v1.WorkerService", true);
 	}
 	return rc;
 }
@@ -178,6 +188,7 @@ void gs_service_destroy(gs_service *s)
 	pthread_mutex_destroy(&s->dur_mu);
 	pthread_cond_destroy(&s->dur_cv);
 	pthread_mutex_destroy(&s->ack_mu);
+	pthread_mutex_destroy(&s->link_mu);
 	gs_rpc_token_free((char *)s->o.client_token);
 	gs_rpc_token_free((char *)s->o.worker_token);
 	free(s);
@@ -238,10 +249,14 @@ static void ev_add(gs_service *s, uint64_t id)
 	s->ev_ids[s->n_ev++] = id;
 }
 
-/* One dispatch pass of at most `budget` tasks; the caller holds sched_mu. */
+/* One dispatch pass of at most `budget` tasks; the caller holds sched_mu.
+ * With the Register in another process, each assignment goes on its ring,
+ * and the pass stops while the ring is full (the Register rings our bell
+ * when it has taken some). */
 static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, bool *more)
 {
 	size_t total = 0;
+	bool apart = !gs_service_has(s, GS_ROLE_REGISTER);
 	*more = false;
 	for (uint32_t q = 0; q < GS_MAX_QUEUES; q++) {
 		if (!gs_engine_queue_name(s->eng, q))
@@ -249,12 +264,18 @@ static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, boo
 		/* A bounded turn per queue keeps the queues fair to each other. */
 		size_t turn = 0;
 		for (; turn < budget; turn++) {
+			if (apart && gs_roles_ring_free(s->link, GS_RING_ASSIGN) == 0)
+				break;
 			gs_assignment a;
 			if (gs_engine_dispatch(s->eng, q, now_us, &a) != GS_OK)
 				break;
 			if (s->o.wal)
 				gs_dur_assign(s, &a, now_us);
-			gs_worker_batch_add(s, &a);
+			if (apart)
+				gs_roles_push(s->link, GS_RING_ASSIGN, &a.task,
+				              1); /* room checked */
+			else
+				gs_worker_batch_add(s, &a);
 			if (atomic_load_explicit(&s->watchers, memory_order_relaxed))
 				ev_add(s, a.task);
 		}
@@ -262,6 +283,8 @@ static size_t schedule_locked(gs_service *s, uint64_t now_us, size_t budget, boo
 		*more |= turn == budget;
 	}
 	gs_worker_batch_flush(s);
+	if (apart && total)
+		gs_roles_bell_ring(s->link, GS_ROLE_REGISTER);
 	atomic_fetch_add_explicit(&s->dispatched, total, memory_order_relaxed);
 	gs_plm_events(s, s->ev_ids, s->n_ev, now_us); /* ASSIGNED, after the sends */
 	s->n_ev = 0;
@@ -282,6 +305,10 @@ size_t gs_service_schedule(gs_service *s, uint64_t now_us, uint64_t *next_due_us
 
 void gs_service_kick(gs_service *s)
 {
+	if (!gs_service_has(s, GS_ROLE_SCHEDULER)) {
+		gs_roles_bell_ring(s->link, GS_ROLE_SCHEDULER);
+		return;
+	}
 	if (atomic_load_explicit(&s->stopping, memory_order_acquire) ||
 	    pthread_mutex_trylock(&s->sched_mu) != 0) {
 		gs_service_wake(s);
@@ -296,12 +323,16 @@ void gs_service_kick(gs_service *s)
 
 void gs_service_tick(gs_service *s, uint64_t now_us)
 {
-	uint64_t dead[64];
-	size_t n = gs_engine_worker_expired(s->eng, now_us, (uint64_t)s->o.worker_timeout_ms * 1000,
-	                                    dead, 64);
-	for (size_t i = 0; i < n; i++)
-		gs_worker_lost(s, dead[i], now_us);
-	gs_worker_acks_flush(s, false);
+	if (gs_service_has(s, GS_ROLE_REGISTER)) {
+		uint64_t dead[64];
+		size_t n = gs_engine_worker_expired(
+		    s->eng, now_us, (uint64_t)s->o.worker_timeout_ms * 1000, dead, 64);
+		for (size_t i = 0; i < n; i++)
+			gs_worker_lost(s, dead[i], now_us);
+		gs_worker_acks_flush(s, false);
+	}
+	if (!gs_service_has(s, GS_ROLE_PLM))
+		return;
 	pthread_mutex_lock(&s->mu);
 	for (struct waiter *w = s->waits.next_wait, *nx; w != &s->waits; w = nx) {
 		nx = w->next_wait;

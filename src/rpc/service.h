@@ -57,6 +57,16 @@ typedef struct gs_service_opts {
 	 * then gs_service_durable.  Not owned.
 	 */
 	gs_wal *wal;
+	/*
+	 * The roles this process runs: GS_ROLE_BIT()s of roles.h, 0 for all
+	 * three (the default: threads of one process).  With fewer, the other
+	 * roles run in other processes attached to the same named segment, and
+	 * link must be its roles region (gs_engine_roles): the hand-offs go
+	 * through its rings and doorbells (see "Roles as processes" below).
+	 * No write-ahead log then (wal NULL).  Not owned.
+	 */
+	unsigned roles;
+	gs_roles *link;
 } gs_service_opts;
 
 typedef struct gs_service_counters {
@@ -117,5 +127,43 @@ int gs_service_snapshot(void *arg, gs_wal_snap *snap);
 /* At start, before serving: retains every final task found in the engine
  * (adopted or restored) for result_ttl_ms from its finish.  Returns how many. */
 size_t gs_service_retain_found(gs_service *s);
+
+/* --- roles as processes (opts.roles, opts.link) ---------------------------
+ *
+ * What this process serves: a PLM process TaskService and AdminService, a
+ * Register process WorkerService, every process grpc.health.v1.Health.  The
+ * hand-offs to the roles in other processes: the scheduler pushes each
+ * assigned task on GS_RING_ASSIGN, the Register each task it finished (or
+ * failed for a lost worker) on GS_RING_DONE, the PLM each cancel on
+ * GS_RING_CANCEL, and each rings the consumer's doorbell; a submit or a freed
+ * worker slot rings the scheduler's.  Each process's role loop calls
+ * gs_service_link_drain when its doorbell rings.
+ * Not across processes: Watch shows QUEUED and final states only (a task's
+ * ASSIGNED and RUNNING changes happen in other processes), handler names
+ * workers advertise are not checked at Submit (the worker fails an unknown
+ * one), and AdminService lists workers without their names.
+ */
+
+/* Takes what the rings hold for this process's roles and acts on it: sends
+ * assignments and cancels to workers (Register), hands final tasks to their
+ * waiters (PLM).  One thread per process (the role loop).  Returns how
+ * many entries were taken. */
+size_t gs_service_link_drain(gs_service *s, uint64_t now_us);
+
+/*
+ * After another role's restart repaired the engine (roles.h, the pause),
+ * finds again what a ring may have lost with the dead process: the
+ * scheduler empties its delay timer (the repair put every delayed task back
+ * on the engine's inbox); the Register resends the ASSIGNED tasks of its
+ * workers (a worker ignores a repeat); the PLM delivers the final tasks its
+ * waiters wait for and retains every other final task.  The parked thread,
+ * after the pause, with no engine operation of this process running.
+ */
+void gs_service_link_resync(gs_service *s, uint64_t now_us);
+
+/* At a role process's start, after its repair: a Register declares every
+ * worker of the segment dead (their streams ended with the process before
+ * it) so that their tasks run again.  Returns how many were declared dead. */
+size_t gs_service_link_start(gs_service *s, uint64_t now_us);
 
 #endif /* GS_SERVICE_H */

@@ -152,7 +152,21 @@ struct gs_service {
 	struct dur_fin *fin;
 	size_t n_fin, cap_fin;
 	gs_id_map unsynced;
+
+	/* Roles as processes (service.h): this process's roles (GS_ROLE_BIT
+	 * mask, never 0 here), the segment's roles region, and the lock that
+	 * makes this process's threads one producer of GS_RING_DONE and
+	 * GS_RING_CANCEL (GS_RING_ASSIGN's is the holder of sched_mu). */
+	unsigned roles;
+	gs_roles *link;
+	pthread_mutex_t link_mu;
 };
+
+/* True when this process runs role r (roles.h). */
+static inline bool gs_service_has(const gs_service *s, enum gs_role r)
+{
+	return (s->roles & GS_ROLE_BIT(r)) != 0;
+}
 
 /* plm.c: under s->mu. */
 int gs_plm_subscribe(gs_service *s, uint64_t id, struct waiter *w);
@@ -185,6 +199,8 @@ void gs_plm_add_handler(gs_service *s, const char *name);
 void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us);
 int gs_worker_service_register(gs_service *s, struct gs_rpc_server *srv);
 void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt);
+/* Tells worker wid to drain (reason: shown by the worker; "" for none). */
+void gs_worker_send_drain(gs_service *s, uint64_t wid, const char *reason);
 /* Adds an assignment to its worker's message of the pass (under sched_mu). */
 void gs_worker_batch_add(gs_service *s, const gs_assignment *a);
 /* Sends the pass's messages, one per worker (under sched_mu). */
@@ -231,6 +247,15 @@ int gs_dur_hold_stream(gs_service *s, struct waiter *w, uint64_t lsn, gs_pb_buf 
                        const uint64_t *ids, size_t n);
 /* Drops every held reply (service destroy). */
 void gs_dur_free_all(gs_service *s);
+
+/* service_link.c: hand-offs to a role in another process (s->link set). */
+/* Task id reached a final state: tell the PLM (under s->mu). */
+void gs_link_done(gs_service *s, uint64_t id);
+/* Tell the Register to cancel (task, attempt) on worker wid. */
+void gs_link_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt);
+/* Tell the Register to have worker wid drain (the operator's reason stays
+ * here: the worker is told "drain requested"). */
+void gs_link_drain(gs_service *s, uint64_t wid);
 
 /* New work may be dispatchable: dispatch now if the scheduler role is free,
  * else wake the scheduler thread.  Call with no other lock held. */

@@ -223,6 +223,10 @@ void gs_worker_batch_flush(gs_service *s)
 
 void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt)
 {
+	if (!gs_service_has(s, GS_ROLE_REGISTER)) {
+		gs_link_cancel(s, wid, task, attempt);
+		return;
+	}
 	gs_pb_buf b;
 	gs_pb_buf_init(&b);
 	size_t m = gs_pb_begin(&b, 3); /* WorkerDown.cancels */
@@ -231,6 +235,25 @@ void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t 
 	gs_pb_end(&b, m);
 	if (!b.oom)
 		send_to_worker(s, wid, &b);
+	gs_pb_buf_free(&b);
+}
+
+void gs_worker_send_drain(gs_service *s, uint64_t wid, const char *reason)
+{
+	if (!gs_service_has(s, GS_ROLE_REGISTER)) {
+		gs_link_drain(s, wid);
+		return;
+	}
+	gs_pb_buf b;
+	gs_pb_buf_init(&b);
+	size_t m = gs_pb_begin(&b, 4); /* WorkerDown.drain */
+	gs_pb_put_bytes(&b, 1, reason, strlen(reason));
+	gs_pb_end(&b, m);
+	gs_worker_table_read_lock();
+	gs_worker_rec *rec = gs_worker_table_find(s->workers, wid);
+	if (rec && !b.oom)
+		gs_rpc_call_send(((struct worker_conn *)rec->ctx)->call, b.data, b.len);
+	gs_worker_table_read_unlock();
 	gs_pb_buf_free(&b);
 }
 
@@ -270,8 +293,13 @@ static void do_register(struct worker_conn *c, const Gsched__V1__Register *r)
 			break;
 	}
 	uint64_t now = gs_now_us();
+	/* Under sched_mu until its record is in the table: no dispatch pass
+	 * sends to the new worker before its stream can be found (a send that
+	 * finds no stream declares the worker lost). */
+	pthread_mutex_lock(&s->sched_mu);
 	int rc = gs_engine_worker_register(s->eng, r->slots, mask, now, &c->wid);
 	if (rc != GS_OK) {
+		pthread_mutex_unlock(&s->sched_mu);
 		gs_rpc_call_finish(c->call, gs_rpc_code_from_status(rc),
 		                   rc == GS_EFULL ? "worker table full" : gs_strerror(rc));
 		return;
@@ -288,10 +316,12 @@ static void do_register(struct worker_conn *c, const Gsched__V1__Register *r)
 	if (gs_worker_table_add(s->workers, c->wid, c->name, c) != GS_OK) {
 		atomic_fetch_sub_explicit(&c->refs, 1, memory_order_relaxed);
 		gs_engine_worker_dead(s->eng, c->wid, now, NULL, NULL);
+		pthread_mutex_unlock(&s->sched_mu);
 		c->wid = 0;
 		gs_rpc_call_finish(c->call, GS_RPC_INTERNAL, "worker table insert failed");
 		return;
 	}
+	pthread_mutex_unlock(&s->sched_mu);
 	gs_pb_buf b;
 	gs_pb_buf_init(&b);
 	size_t m = gs_pb_begin(&b, 1); /* WorkerDown.registered */

@@ -80,8 +80,12 @@
 #define PAYLOAD_MAX     48
 
 enum roles_mode {
-	ROLES_THREADS, /* one `gsched server`: PLM, scheduler and register as threads */
+	ROLES_THREADS,   /* one `gsched server`: PLM, scheduler and register as threads */
+	ROLES_PROCESSES, /* `gsched server --role R` x 3 on one segment (no log) */
 };
+
+#define N_ROLES 3
+static const char *const role_names[N_ROLES] = {"plm", "scheduler", "register"};
 
 struct opts {
 	const char *bin; /* NULL: e2e_util's default */
@@ -95,6 +99,7 @@ struct opts {
 	int deadline_s;
 	enum roles_mode roles;
 	bool keep;
+	bool kills_given; /* --server-kills was given */
 	bool idem; /* Submit with an idempotency key per batch (default; --no-idem: without) */
 	int submitters, waiters;
 };
@@ -112,6 +117,7 @@ struct task_rec {
 };
 
 struct restart_stat {
+	int role;         /* ROLES_PROCESSES: the role killed (-1: all three) */
 	uint64_t wall_us; /* when the SIGKILL was sent (CLOCK_REALTIME, as finished_us) */
 	int ms;           /* SIGKILL to health SERVING */
 	bool replayed;    /* the segment was removed: the log was replayed */
@@ -124,6 +130,12 @@ struct chaos {
 	struct opts o;
 	char addr[64], data_dir[400], segment[96], server_log[400];
 	uint64_t t0_ms, deadline_ms, submit_t0_ms;
+
+	/* ROLES_PROCESSES: each role's address (addr is the PLM's), log, process */
+	char role_addr[N_ROLES][64], role_log[N_ROLES][400];
+	pid_t roles[N_ROLES];
+	int role_kills[N_ROLES];
+	int kill_role[64]; /* the role each planned kill hits */
 
 	/* processes: main thread only */
 	pid_t server, workers[MAX_WORKERS];
@@ -282,13 +294,56 @@ static int wait_serving(struct chaos *x, int ms)
 	return GS_OK;
 }
 
+/* ROLES_PROCESSES: starts role r on x->segment and waits until it serves. */
+static int role_spawn(struct chaos *x, int r, const char *why, long *log_off)
+{
+	char mark[128], name[32];
+	snprintf(mark, sizeof(mark), "start %d: %s", ++x->server_starts, why);
+	snprintf(name, sizeof(name), "server-%s", role_names[r]);
+	*log_off = log_mark(x->role_log[r], mark);
+	const char *args[] = {"server",        "--role",
+	                      role_names[r],   "--listen",
+	                      x->role_addr[r], "--segment",
+	                      x->segment,      "--max-tasks",
+	                      "262144",        "--heartbeat-ms",
+	                      "100",           "--worker-timeout-ms",
+	                      "1000",          "--result-ttl-ms",
+	                      "3600000",       "--grace-ms",
+	                      "500",           NULL};
+	x->roles[r] = gs_e2e_spawn(name, args);
+	struct gs_client *c = gs_e2e_connect(x->role_addr[r], 60000);
+	if (!c) {
+		fprintf(stderr, "chaos: role %s (start %d) does not serve within 60 s\n",
+		        role_names[r], x->server_starts);
+		log_tail(x->role_log[r]);
+		return GS_EUNAVAIL;
+	}
+	gs_client_close(c);
+	return GS_OK;
+}
+
+/* SIGKILLs role r's process and reaps it. */
+static void role_kill(struct chaos *x, int r)
+{
+	kill(x->roles[r], SIGKILL);
+	if (gs_e2e_wait_exit(x->roles[r], 10000) == -1)
+		fprintf(stderr, "chaos: role %s %d not reaped after SIGKILL\n", role_names[r],
+		        (int)x->roles[r]);
+	x->roles[r] = 0;
+}
+
 /*
  * Starts "the server" and waits until it serves.  ROLES_THREADS: one
- * `gsched server` process.  (A roles mode would start each role process
- * here, all attached to x->segment, and server_kill would pick one.)
+ * `gsched server` process; ROLES_PROCESSES: the three role processes.
  */
 static int server_spawn(struct chaos *x, const char *why, long *log_off)
 {
+	if (x->o.roles == ROLES_PROCESSES) {
+		int rc = GS_OK;
+		for (int r = 0; r < N_ROLES && rc == GS_OK; r++)
+			rc = role_spawn(x, r, why, log_off);
+		return rc;
+	}
 	char mark[128];
 	snprintf(mark, sizeof(mark), "start %d: %s", ++x->server_starts, why);
 	*log_off = log_mark(x->server_log, mark);
@@ -312,9 +367,14 @@ static int server_spawn(struct chaos *x, const char *why, long *log_off)
 	return GS_OK;
 }
 
-/* SIGKILLs "the server" and reaps it. */
+/* SIGKILLs "the server" (every role process) and reaps it. */
 static void server_kill(struct chaos *x)
 {
+	if (x->o.roles == ROLES_PROCESSES) {
+		for (int r = 0; r < N_ROLES; r++)
+			role_kill(x, r);
+		return;
+	}
 	kill(x->server, SIGKILL);
 	if (gs_e2e_wait_exit(x->server, 10000) == -1)
 		fprintf(stderr, "chaos: server %d not reaped after SIGKILL\n", (int)x->server);
@@ -330,8 +390,9 @@ static void worker_spawn(struct chaos *x, int k)
 	snprintf(path, sizeof(path), "%s/%s.log", gs_e2e_dir(), name);
 	snprintf(mark, sizeof(mark), "start %d", ++x->worker_starts[k]);
 	log_mark(path, mark);
-	const char *args[] = {"worker", "--server",   x->addr, "--slots", slots, "--name",
-	                      name,     "--grace-ms", "300",   "--quiet", NULL};
+	const char *server = x->o.roles == ROLES_PROCESSES ? x->role_addr[2] : x->addr;
+	const char *args[] = {"worker", "--server",   server, "--slots", slots, "--name",
+	                      name,     "--grace-ms", "300",  "--quiet", NULL};
 	x->workers[k] = gs_e2e_spawn(name, args);
 }
 
@@ -355,6 +416,17 @@ static int check_unexpected(struct chaos *x)
 			say(x, "UNEXPECTED: worker-%d exited (wait status 0x%x); restarted", k, st);
 			worker_spawn(x, k);
 		}
+	for (int r = 0; r < N_ROLES; r++)
+		if (x->roles[r] && has_exited(x->roles[r])) {
+			int st = gs_e2e_wait_exit(x->roles[r], 1000);
+			x->server_unexpected++;
+			say(x, "UNEXPECTED: role %s exited (wait status 0x%x); log tail:",
+			    role_names[r], st);
+			log_tail(x->role_log[r]);
+			long off;
+			if (role_spawn(x, r, "after an unexpected exit", &off) != GS_OK)
+				return GS_EUNAVAIL;
+		}
 	if (x->server && has_exited(x->server)) {
 		int st = gs_e2e_wait_exit(x->server, 1000);
 		x->server_unexpected++;
@@ -367,10 +439,42 @@ static int check_unexpected(struct chaos *x)
 	return GS_OK;
 }
 
+/* ROLES_PROCESSES: SIGKILL role `role` (-1: all three), restart it; the
+ * restarted role's log must say it attached and repaired the segment. */
+static int role_chaos_restart(struct chaos *x, int role, const char *why)
+{
+	struct restart_stat *r = &x->restarts[x->n_restarts++];
+	r->role = role;
+	r->at_acked = atomic_load(&x->acked);
+	r->at_finals = atomic_load(&x->finals);
+	uint64_t t = gs_e2e_mono_ms();
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	r->wall_us = (uint64_t)now.tv_sec * 1000000 + (uint64_t)now.tv_nsec / 1000;
+	int lo = role < 0 ? 0 : role, hi = role < 0 ? N_ROLES - 1 : role;
+	for (int k = lo; k <= hi; k++) {
+		role_kill(x, k);
+		x->role_kills[k]++;
+	}
+	int rc = GS_OK;
+	r->path_ok = true;
+	for (int k = lo; k <= hi && rc == GS_OK; k++) {
+		long off;
+		rc = role_spawn(x, k, why, &off);
+		r->path_ok &= log_has(x->role_log[k], off, "attached segment");
+	}
+	r->ms = (int)(gs_e2e_mono_ms() - t);
+	say(x, "%s killed (%s) at %zu acked / %zu final; serving again after %d ms%s",
+	    role < 0 ? "every role" : role_names[role], why, r->at_acked, r->at_finals, r->ms,
+	    r->path_ok ? " (segment attached and repaired)" : " (NOT CONFIRMED by its log)");
+	return rc;
+}
+
 /* SIGKILL, optionally remove the segment, restart; records the restart. */
 static int server_chaos_restart(struct chaos *x, bool replay, const char *why)
 {
 	struct restart_stat *r = &x->restarts[x->n_restarts++];
+	r->role = -1;
 	r->at_acked = atomic_load(&x->acked);
 	r->at_finals = atomic_load(&x->finals);
 	r->replayed = replay;
@@ -678,7 +782,10 @@ static void explain_second(struct chaos *x, const struct task_rec *t,
 			    "  the first result finished %.1f ms before server kill %d (%s), the "
 			    "second %.1f ms after it",
 			    (double)(s->wall_us - t->finished_us) / 1000.0, k + 1,
-			    s->replayed ? "log replay" : "segment adopted",
+			    x->o.roles == ROLES_PROCESSES
+			        ? (s->role < 0 ? "every role" : role_names[s->role])
+			    : s->replayed ? "log replay"
+			                  : "segment adopted",
 			    (double)(r->finished_us - s->wall_us) / 1000.0);
 			return;
 		}
@@ -780,7 +887,7 @@ static void usage(FILE *f)
 	           "             [--worker-kill-ms MS] [--workers W] [--slots S] [--retries N]\n"
 	           "             [--window N] [--batch N] [--rate N] [--sleep-every N]\n"
 	           "             [--seed N] [--deadline-s S]\n"
-	           "             [--roles threads] [--no-idem] [--keep]\n");
+	           "             [--roles threads|processes] [--no-idem] [--keep]\n");
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o)
@@ -826,12 +933,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		if (!strcmp(a, "--bin"))
 			o->bin = v;
 		else if (!strcmp(a, "--roles")) {
-			if (strcmp(v, "threads") != 0) {
+			if (strcmp(v, "threads") == 0) {
+				o->roles = ROLES_THREADS;
+			} else if (strcmp(v, "processes") == 0) {
+				o->roles = ROLES_PROCESSES;
+			} else {
 				fprintf(stderr,
-				        "chaos: --roles %s: only 'threads' is built (the server's "
-				        "roles "
-				        "as threads of one process)\n",
-				        v);
+				        "chaos: --roles is threads or processes, not '%s'\n", v);
 				return -1;
 			}
 		} else if (!num) {
@@ -839,9 +947,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			return -1;
 		} else if (!strcmp(a, "--tasks") && n >= 1 && n <= 10000000)
 			o->tasks = (size_t)n;
-		else if (!strcmp(a, "--server-kills") && n <= 50)
+		else if (!strcmp(a, "--server-kills") && n <= 50) {
 			o->server_kills = (int)n;
-		else if (!strcmp(a, "--replay-kills") && n <= 50)
+			o->kills_given = true;
+		} else if (!strcmp(a, "--replay-kills") && n <= 50)
 			o->replay_kills = (int)n;
 		else if (!strcmp(a, "--worker-kill-ms") && n <= 600000)
 			o->worker_kill_ms = (int)n;
@@ -869,6 +978,12 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 			return -1;
 		}
 	}
+	if (o->roles == ROLES_PROCESSES) {
+		/* No log with roles apart: every restart attaches the segment. */
+		o->replay_kills = 0;
+		if (!o->kills_given)
+			o->server_kills = 3 * N_ROLES;
+	}
 	if (o->replay_kills > o->server_kills)
 		o->replay_kills = o->server_kills;
 	if (o->window < o->batch)
@@ -885,7 +1000,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 static void plan_kills(struct chaos *x, size_t *at, bool *replay)
 {
 	int k = x->o.server_kills;
+	/* Roles: kill j hits role (first + j) % 3, so each is hit k / 3 times. */
+	int first = (int)rng_range(&x->rng, 0, N_ROLES - 1);
 	for (int j = 0; j < k; j++) {
+		x->kill_role[j] = (first + j) % N_ROLES;
 		double f =
 		    ((double)j + 0.15 + 0.7 * (double)rng_range(&x->rng, 0, 1000) / 1000.0) / k;
 		at[j] = (size_t)(f * (double)x->o.tasks);
@@ -936,7 +1054,10 @@ static int chaos_loop(struct chaos *x)
 				char why[32];
 				snprintf(why, sizeof(why), "kill %d/%d", next_kill + 1,
 				         x->o.server_kills);
-				if (server_chaos_restart(x, replay[next_kill], why) != GS_OK)
+				int rc = x->o.roles == ROLES_PROCESSES
+				             ? role_chaos_restart(x, x->kill_role[next_kill], why)
+				             : server_chaos_restart(x, replay[next_kill], why);
+				if (rc != GS_OK)
 					return GS_EUNAVAIL;
 				next_kill++;
 				x->chaos_kills++;
@@ -1047,17 +1168,28 @@ static int report(struct chaos *x, int loop_rc, const struct recheck *ra, int rc
 	       atomic_load(&x->unknown_ids), unknown_then_final);
 	printf("  output mismatches                  %zu\n", atomic_load(&x->mismatches));
 	printf("  second final results               %zu\n", second);
+	bool apart = x->o.roles == ROLES_PROCESSES;
 	print_recheck("  recheck after the run:", ra);
-	print_recheck("  recheck after SIGKILL + replay:", rb);
+	print_recheck(apart ? "  recheck after SIGKILL of all roles:"
+	                    : "  recheck after SIGKILL + replay:",
+	              rb);
 	printf("  requeued (attempts > 1)            %zu (max attempts %zu)\n",
 	       atomic_load(&x->requeued), atomic_load(&x->max_attempts));
 	printf("  worker kills (SIGKILL)             %d (unexpected worker exits %d)\n",
 	       x->worker_kills, x->worker_unexpected);
-	printf("  server kills (SIGKILL)             %d of %d planned, + 1 for the recheck "
-	       "(segment adopted %d, log replayed %d, path not confirmed %d; unexpected "
-	       "exits %d)\n",
-	       x->chaos_kills, x->o.server_kills, adopts, replays, unconfirmed,
-	       x->server_unexpected);
+	if (apart)
+		printf(
+		    "  role kills (SIGKILL)               %d of %d planned: plm %d, scheduler %d, "
+		    "register %d (each + 1 for the recheck; repair not confirmed %d; "
+		    "unexpected exits %d)\n",
+		    x->chaos_kills, x->o.server_kills, x->role_kills[0] - 1, x->role_kills[1] - 1,
+		    x->role_kills[2] - 1, unconfirmed, x->server_unexpected);
+	else
+		printf("  server kills (SIGKILL)             %d of %d planned, + 1 for the recheck "
+		       "(segment adopted %d, log replayed %d, path not confirmed %d; unexpected "
+		       "exits %d)\n",
+		       x->chaos_kills, x->o.server_kills, adopts, replays, unconfirmed,
+		       x->server_unexpected);
 	printf("  server restart, SIGKILL to serving mean %ld ms, max %d ms\n",
 	       x->n_restarts ? ms_sum / x->n_restarts : 0, ms_max);
 	printf("  Wait calls failed, reconnects      %zu, %zu\n", atomic_load(&x->wait_fail_calls),
@@ -1084,6 +1216,9 @@ static int report(struct chaos *x, int loop_rc, const struct recheck *ra, int rc
 	CHECK(second == 0, "a task has two final results");
 	CHECK(rca == GS_OK && rcb == GS_OK, "a recheck could not complete");
 	CHECK(x->chaos_kills == x->o.server_kills, "fewer server kills than planned");
+	for (int r = 0; apart && r < N_ROLES; r++)
+		CHECK(x->role_kills[r] - 1 >= x->o.server_kills / N_ROLES,
+		      "a role was killed fewer times than planned");
 	CHECK(!x->o.idem || x->left_in_server == 0,
 	      "a Submit retried with its idempotency key left a second copy");
 	CHECK(unconfirmed == 0, "a restart did not take the expected path");
@@ -1112,6 +1247,15 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&x->qmu, NULL);
 	pthread_cond_init(&x->qcv, NULL);
 	snprintf(x->addr, sizeof(x->addr), "127.0.0.1:%d", gs_e2e_free_port());
+	for (int r = 0; r < N_ROLES; r++) {
+		if (r == 0)
+			snprintf(x->role_addr[r], sizeof(x->role_addr[r]), "%s", x->addr);
+		else
+			snprintf(x->role_addr[r], sizeof(x->role_addr[r]), "127.0.0.1:%d",
+			         gs_e2e_free_port());
+		snprintf(x->role_log[r], sizeof(x->role_log[r]), "%s/server-%s.log", gs_e2e_dir(),
+		         role_names[r]);
+	}
 	snprintf(x->data_dir, sizeof(x->data_dir), "%s/data", gs_e2e_dir());
 	snprintf(x->segment, sizeof(x->segment), "/gsched-chaos-%d", (int)getpid());
 	snprintf(x->server_log, sizeof(x->server_log), "%s/server.log", gs_e2e_dir());
@@ -1119,9 +1263,12 @@ int main(int argc, char **argv)
 
 	printf("chaos: %s; %zu tasks, %d workers x %d slots, a worker SIGKILLed every ~%d ms, "
 	       "the server %d times (%d with the segment removed: log replay); seed %" PRIu64
-	       "; deadline %d s; roles: threads; logs in %s\n",
+	       "; deadline %d s; roles: %s; logs in %s\n",
 	       gs_e2e_bin(), x->o.tasks, x->o.workers, x->o.slots, x->o.worker_kill_ms,
-	       x->o.server_kills, x->o.replay_kills, x->o.seed, x->o.deadline_s, gs_e2e_dir());
+	       x->o.server_kills, x->o.replay_kills, x->o.seed, x->o.deadline_s,
+	       x->o.roles == ROLES_PROCESSES ? "processes (a random role per server kill)"
+	                                     : "threads",
+	       gs_e2e_dir());
 	fflush(stdout);
 
 	int failed = 1;
@@ -1163,7 +1310,9 @@ int main(int argc, char **argv)
 	struct recheck ra = {0}, rb = {0};
 	int rca = recheck_all(x, &ra);
 	int rcb = GS_EUNAVAIL;
-	if (server_chaos_restart(x, true, "recheck") == GS_OK)
+	int rrc = x->o.roles == ROLES_PROCESSES ? role_chaos_restart(x, -1, "recheck")
+	                                        : server_chaos_restart(x, true, "recheck");
+	if (rrc == GS_OK)
 		rcb = recheck_all(x, &rb);
 	struct gs_client *c = client_connect(x);
 	struct gs_client_stats st;
