@@ -5,7 +5,7 @@ JOBS   ?= 2
 CMAKE  ?= cmake
 BUILD  := build
 
-.PHONY: all setup build build-sanitize build-fuzz run test bench-engine bench bench-durability format clean \
+.PHONY: all setup build build-sanitize build-fuzz run test bench-engine bench bench-durability bench-roles format clean \
 	fuzz chaos soak
 
 all: build
@@ -41,10 +41,14 @@ fuzz: build-fuzz
 
 # The "Nothing lost" chaos test, full size (tests/chaos/chaos.c, docs/DURABILITY.md):
 # 100,000 tasks, a worker SIGKILLed every ~0.5 s, the server 5 times (2 of them
-# replaying the log).  ctest runs a short variant (test `chaos`).
+# replaying the log); then the same with the server's roles as separate
+# processes, 9 role kills (3 per role).  ctest runs short variants (tests
+# `chaos`, `chaos_roles`).
 CHAOS_ARGS ?= --tasks 100000 --server-kills 5 --replay-kills 2 --worker-kill-ms 500
+CHAOS_ROLES_ARGS ?= --roles processes --tasks 100000 --server-kills 9 --worker-kill-ms 500
 chaos: build
 	@$(BUILD)/tests/chaos/chaos --bin $(BUILD)/gsched $(CHAOS_ARGS)
+	@$(BUILD)/tests/chaos/chaos --bin $(BUILD)/gsched $(CHAOS_ROLES_ARGS)
 
 # The soak test (tests/soak/soak.c, docs/BENCHMARKS.md "Soak"): one server, 200
 # client streams and 50 worker agents in separate processes, a steady load for
@@ -70,6 +74,11 @@ bench-durability: build
 	@$(CMAKE) -S . -B $(BUILD) -DGS_BUILD_BENCH=ON -DGS_BUILD_NODE=ON >/dev/null
 	@$(CMAKE) --build $(BUILD) -j $(JOBS)
 	@BUILD=$(BUILD) bench/durability.sh
+
+# The roles as threads of one process against the roles as three processes
+# (bench/roles.sh; docs/BENCHMARKS.md, "Roles as processes").
+bench-roles: build
+	@BUILD=$(BUILD) bench/roles.sh
 
 # Engine micro-benchmarks, then gsched against beanstalkd and gearmand (3 runs
 # each, medians), one side-by-side table, plots in docs/img/, and the

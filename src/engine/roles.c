@@ -96,6 +96,12 @@ static void futex_wake_all(_Atomic uint32_t *addr)
 	syscall(SYS_futex, (uint32_t *)addr, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 
+/* The caller's stop flag, written by another thread with __atomic stores. */
+static bool stopped(const volatile int *stop)
+{
+	return stop && __atomic_load_n(stop, __ATOMIC_ACQUIRE);
+}
+
 static bool alive(int32_t pid)
 {
 	return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
@@ -242,7 +248,7 @@ void gs_roles_park(gs_roles *v, enum gs_role self, uint32_t word, const volatile
 	/* seq_cst: our engine operations (ended by the caller) happen before
 	 * the pauser reads this acknowledgement and starts its repair. */
 	atomic_store(&v->r->role[self].parked, word);
-	while (atomic_load(&v->r->pause_word) == word && !(stop && *stop))
+	while (atomic_load(&v->r->pause_word) == word && !stopped(stop))
 		futex_wait(&v->r->pause_word, word, 100);
 }
 
@@ -258,7 +264,7 @@ void gs_roles_activate(gs_roles *v, enum gs_role self, const volatile int *stop)
 	/* seq_cst store, then load: see gs_roles_pause. */
 	atomic_store(&v->r->role[self].active, 1);
 	uint32_t w;
-	while (gs_roles_pause_pending(v, 0, &w) && !(stop && *stop))
+	while (gs_roles_pause_pending(v, 0, &w) && !stopped(stop))
 		gs_roles_park(v, self, w, stop);
 }
 

@@ -105,7 +105,8 @@ void gs_roles_resume(gs_roles *v, int32_t pid);
  * timeout_ms for a pause request; returns true when one is pending (*word
  * receives it).  The caller then stops its engine operations, and calls
  * gs_roles_park, which acknowledges and waits until the pause ends (or *stop
- * becomes nonzero).
+ * becomes nonzero: stop may be NULL; it is read with __atomic_load_n, so
+ * write it with __atomic_store_n).
  */
 bool gs_roles_pause_pending(gs_roles *v, int timeout_ms, uint32_t *word);
 void gs_roles_park(gs_roles *v, enum gs_role self, uint32_t word, const volatile int *stop);

@@ -81,6 +81,11 @@ static void *role_main(void *arg)
 		uint32_t seen = gs_roles_bell_read(p->link, p->role);
 		uint64_t now = gs_now_us(), next_due = 0;
 		pthread_rwlock_rdlock(&p->gate);
+		if (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE)) {
+			/* Stopping, maybe inside a pause the parker left early. */
+			pthread_rwlock_unlock(&p->gate);
+			break;
+		}
 		size_t work = gs_service_link_drain(p->svc, now);
 		if (p->role == GS_ROLE_SCHEDULER)
 			work += gs_service_schedule(p->svc, now, &next_due);
@@ -116,6 +121,8 @@ static void *parker_main(void *arg)
 		pthread_rwlock_wrlock(&p->gate);
 		gs_roles_park(p->link, p->role, word, &p->done);
 		pthread_rwlock_unlock(&p->gate);
+		if (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE))
+			break; /* stopping: the role loop ends without operating */
 		pthread_rwlock_rdlock(&p->gate);
 		gs_service_link_resync(p->svc, gs_now_us());
 		pthread_rwlock_unlock(&p->gate);
@@ -259,8 +266,21 @@ int gs_server_run_role(const gs_server_opts *o)
 		rc = gs_rpc_server_create(&ro, &srv);
 	if (rc == GS_OK)
 		rc = gs_service_register(p.svc, srv);
-	if (rc == GS_OK && p.role == GS_ROLE_PLM)
-		gs_service_retain_found(p.svc);
+	if (rc == GS_OK) {
+		/* Before listening (a worker connecting now is not one of the
+		 * previous Register's), and under the gate like every engine
+		 * operation of this process. */
+		pthread_rwlock_rdlock(&p.gate);
+		if (p.role == GS_ROLE_PLM)
+			gs_service_retain_found(p.svc);
+		size_t lost = gs_service_link_start(p.svc, gs_now_us());
+		pthread_rwlock_unlock(&p.gate);
+		if (lost && !o->quiet)
+			fprintf(stderr,
+			        "gsched server: role register: %zu workers of the previous "
+			        "register declared lost; their tasks run again\n",
+			        lost);
+	}
 	const char *listen = o->listen ? o->listen : "127.0.0.1:7070";
 	int port = 0;
 	if (rc == GS_OK) {
@@ -272,14 +292,6 @@ int gs_server_run_role(const gs_server_opts *o)
 	}
 	bool loop_up = false;
 	if (rc == GS_OK) {
-		pthread_rwlock_rdlock(&p.gate);
-		size_t lost = gs_service_link_start(p.svc, gs_now_us());
-		pthread_rwlock_unlock(&p.gate);
-		if (lost && !o->quiet)
-			fprintf(stderr,
-			        "gsched server: role register: %zu workers of the previous "
-			        "register declared lost; their tasks run again\n",
-			        lost);
 		loop_up = pthread_create(&loop, NULL, role_main, &p) == 0;
 		rc = loop_up ? GS_OK : GS_ENOMEM;
 	}
