@@ -817,9 +817,11 @@ int gs_engine_worker_drain(gs_engine *e, uint64_t worker)
 	return rc;
 }
 
-/* Requeues or fails one task of a lost worker; the word must name it. */
-static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn fn, void *arg,
-                         uint64_t now_us)
+/* Requeues or fails one task of a lost worker; the word must name it.
+ * charge: the loss counts against the task's retries (else it is requeued
+ * even with its retries spent). */
+static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, bool charge, gs_task_event_fn fn,
+                         void *arg, uint64_t now_us)
 {
 	struct gs_task_slot *s = &e->tt.slots[ix];
 	uint64_t id = gs_task_id(ix, gs_word_gen(w));
@@ -829,7 +831,7 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 			return; /* finished or cancelled meanwhile */
 		uint32_t attempt = gs_word_attempt(w);
 		uint32_t q = s->queue; /* before the CAS: see queue_task */
-		if (attempt < 1u + s->max_retries && attempt < GS_MAX_ATTEMPT) {
+		if ((!charge || attempt < 1u + s->max_retries) && attempt < GS_MAX_ATTEMPT) {
 			uint64_t want =
 			    gs_word_make(gs_word_gen(w), 0, attempt + 1, true, GS_TASK_QUEUED);
 			if (queue_task(e, s, &w, want, id) != GS_OK)
@@ -864,8 +866,8 @@ static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, gs_task_event_fn
 	}
 }
 
-int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
-                          void *arg)
+static int worker_lost(gs_engine *e, uint64_t worker, uint64_t now_us, bool charge,
+                       gs_task_event_fn fn, void *arg)
 {
 	uint32_t wslot, st;
 	int rc = gs_worker_pool_lookup(&e->wp, worker, &wslot, &st);
@@ -880,10 +882,22 @@ int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_tas
 	for (uint32_t ix = 0; ix < hw; ix++) {
 		uint64_t w = atomic_load_explicit(&e->tt.slots[ix].word, memory_order_acquire);
 		if (gs_word_worker(w) == wslot + 1)
-			requeue_lost(e, ix, w, fn, arg, now_us);
+			requeue_lost(e, ix, w, charge, fn, arg, now_us);
 	}
 	atomic_store_explicit(&e->wp.slots[wslot].load, 0, memory_order_relaxed);
 	return gs_worker_pool_transition(&e->wp, worker, GS_WORKER_DEAD, GS_WORKER_FREE);
+}
+
+int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
+                          void *arg)
+{
+	return worker_lost(e, worker, now_us, true, fn, arg);
+}
+
+int gs_engine_worker_orphaned(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
+                              void *arg)
+{
+	return worker_lost(e, worker, now_us, false, fn, arg);
 }
 
 size_t gs_engine_worker_expired(const gs_engine *e, uint64_t now_us, uint64_t timeout_us,

@@ -16,7 +16,7 @@
  * Thread-safety, per function:
  *   any thread, any process: submit, submit_idem, idem_at, pop_assign, start, finish, cancel,
  *     task_info/payload/result, queue, queue_stats, worker_register,
- *     worker_heartbeat, worker_drain, worker_dead, worker_expired,
+ *     worker_heartbeat, worker_drain, worker_dead, worker_orphaned, worker_expired,
  *     worker_tasks, worker_info, delayed_release.
  *   the scheduler only (one thread at a time): dispatch, delayed_take.
  *   the owner of a task's result (no concurrent reader): release.
@@ -293,6 +293,16 @@ int gs_engine_worker_drain(gs_engine *e, uint64_t worker);
  */
 int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
                           void *arg);
+
+/*
+ * As gs_engine_worker_dead, for a worker that may be fine but that nobody
+ * can reach any more: its stream ended with a Register process that was
+ * restarted.  Its tasks go back to QUEUED with attempt + 1 even when their
+ * retries are spent (at-least-once: as after a log replay, a restart of the
+ * server fails no task).  fn hears only of QUEUED moves.
+ */
+int gs_engine_worker_orphaned(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
+                              void *arg);
 
 /* Workers whose last heartbeat is older than now - timeout: up to max IDs. */
 size_t gs_engine_worker_expired(const gs_engine *e, uint64_t now_us, uint64_t timeout_us,

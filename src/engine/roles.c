@@ -2,6 +2,7 @@
 #include "roles.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <signal.h>
@@ -43,6 +44,9 @@ static const uint32_t ring_cap[GS_RING_COUNT] = {GS_RING_ASSIGN_CAP, GS_RING_DON
                                                  GS_RING_CANCEL_CAP};
 static const char *const role_names[GS_ROLE_COUNT] = {"plm", "scheduler", "register"};
 
+/* Byte GS_ROLE_COUNT of the lock file: the pauser's seat. */
+#define LOCK_PAUSE ((off_t)GS_ROLE_COUNT)
+
 static uint64_t header_bytes(void)
 {
 	return (sizeof(struct gs_roles_region) + GS_CACHELINE - 1) / GS_CACHELINE * GS_CACHELINE;
@@ -59,6 +63,7 @@ uint64_t gs_roles_region_bytes(void)
 void gs_roles_bind(gs_roles *v, void *region, bool format)
 {
 	v->r = region;
+	v->lock_fd = -1;
 	uint8_t *p = (uint8_t *)region + header_bytes();
 	for (int i = 0; i < GS_RING_COUNT; i++) {
 		v->ring[i] = (uint64_t *)p;
@@ -107,6 +112,59 @@ static bool alive(int32_t pid)
 	return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
 }
 
+/* --- open file description locks (gs_roles_set_lock_fd) ------------------- */
+
+static int lock_op(int fd, int cmd, short type, off_t byte, struct flock *out)
+{
+	struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = byte, .l_len = 1};
+	int rc = fcntl(fd, cmd, &fl);
+	if (out)
+		*out = fl;
+	return rc;
+}
+
+/* Takes byte's lock: GS_OK, GS_EBUSY (another description holds it), GS_EIO. */
+static int lock_take(int fd, off_t byte)
+{
+	if (lock_op(fd, F_OFD_SETLK, F_WRLCK, byte, NULL) == 0)
+		return GS_OK;
+	return errno == EAGAIN || errno == EACCES ? GS_EBUSY : GS_EIO;
+}
+
+static void lock_drop(int fd, off_t byte)
+{
+	lock_op(fd, F_OFD_SETLK, F_UNLCK, byte, NULL);
+}
+
+/* Another description holds byte's lock (ours never shows). */
+static bool lock_held(int fd, off_t byte)
+{
+	struct flock fl;
+	return lock_op(fd, F_OFD_GETLK, F_WRLCK, byte, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
+/* Is role r's recorded holder pid still there?  By its lock when there is a
+ * lock file, else by its process ID. */
+static bool role_alive(const gs_roles *v, int r, int32_t pid)
+{
+	if (pid <= 0)
+		return false;
+	if (v->lock_fd >= 0)
+		return pid == (int32_t)getpid() || lock_held(v->lock_fd, (off_t)r);
+	return alive(pid);
+}
+
+int gs_roles_set_lock_fd(gs_roles *v, int fd)
+{
+	if (fd < 0)
+		return GS_EINVAL;
+	struct flock fl;
+	if (lock_op(fd, F_OFD_GETLK, F_WRLCK, 0, &fl) != 0)
+		return GS_EIO; /* not a file that takes such locks */
+	v->lock_fd = fd;
+	return GS_OK;
+}
+
 static uint64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -127,14 +185,25 @@ int gs_roles_claim(gs_roles *v, enum gs_role role, int32_t pid, int32_t *holder,
 	if ((unsigned)role >= GS_ROLE_COUNT || pid <= 0)
 		return GS_EINVAL;
 	int32_t cur = atomic_load(&v->r->role[role].pid);
-	for (;;) {
-		if (cur != 0 && cur != pid && alive(cur)) {
+	if (v->lock_fd >= 0) {
+		/* The lock decides; the pid is for messages. */
+		int rc = lock_take(v->lock_fd, (off_t)role);
+		if (rc != GS_OK) {
 			if (holder)
-				*holder = cur;
-			return GS_EBUSY;
+				*holder = atomic_load(&v->r->role[role].pid);
+			return rc;
 		}
-		if (atomic_compare_exchange_weak(&v->r->role[role].pid, &cur, pid))
-			break;
+		cur = atomic_exchange(&v->r->role[role].pid, pid);
+	} else {
+		for (;;) {
+			if (cur != 0 && cur != pid && alive(cur)) {
+				if (holder)
+					*holder = cur;
+				return GS_EBUSY;
+			}
+			if (atomic_compare_exchange_weak(&v->r->role[role].pid, &cur, pid))
+				break;
+		}
 	}
 	atomic_store(&v->r->role[role].active, 0);
 	atomic_fetch_add(&v->r->role[role].starts, 1);
@@ -152,6 +221,8 @@ void gs_roles_unclaim(gs_roles *v, enum gs_role role, int32_t pid)
 	atomic_store(&v->r->role[role].active, 0);
 	int32_t want = pid;
 	atomic_compare_exchange_strong(&v->r->role[role].pid, &want, 0);
+	if (v->lock_fd >= 0)
+		lock_drop(v->lock_fd, (off_t)role);
 }
 
 int32_t gs_roles_holder(const gs_roles *v, enum gs_role role)
@@ -159,7 +230,7 @@ int32_t gs_roles_holder(const gs_roles *v, enum gs_role role)
 	if ((unsigned)role >= GS_ROLE_COUNT)
 		return 0;
 	int32_t pid = atomic_load(&v->r->role[role].pid);
-	return alive(pid) ? pid : 0;
+	return role_alive(v, role, pid) ? pid : 0;
 }
 
 uint64_t gs_roles_starts(const gs_roles *v, enum gs_role role)
@@ -178,6 +249,8 @@ static void give_back(gs_roles *v, int32_t pid)
 	}
 	int32_t want = pid;
 	atomic_compare_exchange_strong(&v->r->pauser, &want, 0);
+	if (v->lock_fd >= 0)
+		lock_drop(v->lock_fd, LOCK_PAUSE);
 	futex_wake_all(&v->r->pause_word);
 }
 
@@ -190,9 +263,18 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
 	 * (its pause word stays odd: the parked roles stay parked for us). */
 	for (;;) {
 		int32_t cur = atomic_load(&v->r->pauser);
-		if ((cur == 0 || cur == pid || !alive(cur)) &&
-		    atomic_compare_exchange_strong(&v->r->pauser, &cur, pid))
+		if (v->lock_fd >= 0) {
+			int rc = lock_take(v->lock_fd, LOCK_PAUSE);
+			if (rc == GS_OK) {
+				atomic_store(&v->r->pauser, pid);
+				break;
+			}
+			if (rc != GS_EBUSY)
+				return rc;
+		} else if ((cur == 0 || cur == pid || !alive(cur)) &&
+		           atomic_compare_exchange_strong(&v->r->pauser, &cur, pid)) {
 			break;
+		}
 		if (mono_ms() >= deadline)
 			return GS_ETIMEOUT;
 		nap_ms(1);
@@ -211,7 +293,8 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
 			continue;
 		for (;;) {
 			int32_t h = atomic_load(&v->r->role[r].pid);
-			if (h <= 0 || h == pid || !atomic_load(&v->r->role[r].active) || !alive(h))
+			if (!atomic_load(&v->r->role[r].active) || !role_alive(v, r, h) ||
+			    (v->lock_fd < 0 && h == pid))
 				break;
 			if (atomic_load(&v->r->role[r].parked) == w)
 				break;

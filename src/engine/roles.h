@@ -60,10 +60,20 @@ struct gs_roles_region;
 typedef struct gs_roles {
 	struct gs_roles_region *r;
 	uint64_t *ring[GS_RING_COUNT];
+	int lock_fd; /* gs_roles_set_lock_fd's, or -1: liveness by process ID */
 } gs_roles;
 
 uint64_t gs_roles_region_bytes(void);
 void gs_roles_bind(gs_roles *v, void *region, bool format);
+
+/*
+ * Tells liveness by locks on fd from now on (see above): every process
+ * attached must then do so, each with a descriptor of its own open() of the
+ * same file (a forked child shares its parent's description, and so its
+ * locks).  fd stays the caller's; keep it open while attached.  GS_EINVAL,
+ * GS_EIO (fd takes no such locks).  Before the first claim.
+ */
+int gs_roles_set_lock_fd(gs_roles *v, int fd);
 
 /* "plm", "scheduler", "register"; NULL for a bad role. */
 const char *gs_role_name(enum gs_role role);

@@ -12,7 +12,9 @@
  * the parker takes it for writing before it acknowledges a pause.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -155,12 +157,22 @@ static int claim_and_repair(const gs_server_opts *o, struct role_proc *p, bool c
 		        o->segment, (int)holder);
 		return rc;
 	}
-	/* A single-process server serving this segment would not stop for us. */
-	int32_t owner = atomic_load(&gs_engine_segment(p->eng)->hdr->owner_pid);
-	bool owner_role = false;
-	for (int r = 0; r < GS_ROLE_COUNT; r++)
-		owner_role |= owner == gs_roles_holder(p->link, (enum gs_role)r);
-	if (!created && !gs_seg_owner_dead(gs_engine_segment(p->eng)) && !owner_role) {
+	/* A single-process server serving this segment would not stop for us.
+	 * (A role that created it a moment ago claims its role right after:
+	 * give it two seconds.) */
+	int32_t owner = 0;
+	bool foreign = false;
+	for (int tries = 0; !created && tries < 100; tries++) {
+		owner = atomic_load(&gs_engine_segment(p->eng)->hdr->owner_pid);
+		bool owner_role = false;
+		for (int r = 0; r < GS_ROLE_COUNT; r++)
+			owner_role |= owner == gs_roles_holder(p->link, (enum gs_role)r);
+		foreign = !owner_role && !gs_seg_owner_dead(gs_engine_segment(p->eng));
+		if (!foreign)
+			break;
+		nap_ms(20);
+	}
+	if (foreign) {
 		fprintf(stderr,
 		        "gsched server: segment %s is served by process %d, a server running "
 		        "every role\n",
@@ -223,8 +235,20 @@ int gs_server_run_role(const gs_server_opts *o)
 		return rc;
 	}
 	p.link = gs_engine_roles(p.eng);
+	/* Liveness by a lock on the segment's own object (roles.h): the kernel
+	 * lets go of it when this process dies, however it dies. */
+	int lock_fd = shm_open(o->segment, O_RDWR | O_CLOEXEC, 0);
+	if (lock_fd < 0 || gs_roles_set_lock_fd(p.link, lock_fd) != GS_OK) {
+		fprintf(stderr, "gsched server: role %s: cannot lock segment %s: %s\n", name,
+		        o->segment, strerror(errno));
+		if (lock_fd >= 0)
+			close(lock_fd);
+		gs_engine_close(p.eng, false);
+		return GS_EIO;
+	}
 	rc = claim_and_repair(o, &p, created);
 	if (rc != GS_OK) {
+		close(lock_fd);
 		gs_engine_close(p.eng, false);
 		return rc;
 	}
@@ -330,6 +354,7 @@ int gs_server_run_role(const gs_server_opts *o)
 		gs_rpc_server_destroy(srv);
 	gs_service_destroy(p.svc);
 	gs_roles_unclaim(p.link, p.role, (int32_t)getpid());
+	close(lock_fd);
 	pthread_rwlock_destroy(&p.gate);
 	if (!o->quiet && rc == GS_OK)
 		fprintf(stderr, "gsched server: role %s stopped\n", name);

@@ -58,6 +58,8 @@ int gs_service_create(gs_engine *e, const gs_service_opts *o, gs_service **out)
 		free(s);
 		return GS_EINVAL; /* roles apart need the segment's rings, and no log */
 	}
+	for (int r = 0; s->link && r < GS_ROLE_COUNT; r++)
+		s->seen_starts[r] = gs_roles_starts(s->link, (enum gs_role)r);
 	int rc = GS_ENOMEM;
 	if (o && o->client_token && o->client_token[0]) {
 		if (!(s->o.client_token = strdup(o->client_token)))

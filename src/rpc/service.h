@@ -152,18 +152,22 @@ size_t gs_service_link_drain(gs_service *s, uint64_t now_us);
 
 /*
  * After another role's restart repaired the engine (roles.h, the pause),
- * finds again what a ring may have lost with the dead process: the
- * scheduler empties its delay timer (the repair put every delayed task back
- * on the engine's inbox); the Register resends the ASSIGNED tasks of its
- * workers (a worker ignores a repeat); the PLM delivers the final tasks its
- * waiters wait for and retains every other final task.  The parked thread,
- * after the pause, with no engine operation of this process running.
+ * finds again what a ring may have lost with the dead process, by what
+ * restarted: a scheduler may have lost an assignment between its CAS and its
+ * push, so the Register resends the ASSIGNED tasks of its workers (a worker
+ * ignores one it runs); a Register may have lost a final task, so the PLM
+ * delivers the final tasks its waiters wait for and retains every other
+ * final task.  A Register also counts the pause as heard from its workers.
+ * The parked thread, after the pause, with no engine operation of this
+ * process running.
  */
 void gs_service_link_resync(gs_service *s, uint64_t now_us);
 
-/* At a role process's start, after its repair: a Register declares every
- * worker of the segment dead (their streams ended with the process before
- * it) so that their tasks run again.  Returns how many were declared dead. */
+/* At a role process's start, after its repair and before it listens: a
+ * Register declares
+ * every worker of the segment orphaned (their streams ended with the process
+ * before it) so that their tasks run again, without counting against their
+ * retries.  Returns how many workers were orphaned. */
 size_t gs_service_link_start(gs_service *s, uint64_t now_us);
 
 #endif /* GS_SERVICE_H */

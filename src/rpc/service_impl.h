@@ -160,6 +160,10 @@ struct gs_service {
 	unsigned roles;
 	gs_roles *link;
 	pthread_mutex_t link_mu;
+	/* gs_roles_starts of each role when this process last resynchronised:
+	 * a resync looks for what a ring lost only if the role that feeds it
+	 * was restarted meanwhile (the parker's thread only). */
+	uint64_t seen_starts[GS_ROLE_COUNT];
 };
 
 /* True when this process runs role r (roles.h). */
@@ -197,6 +201,9 @@ void gs_plm_add_handler(gs_service *s, const char *name);
 
 /* worker_service.c */
 void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us);
+/* A worker whose stream ended with a previous Register process: its tasks
+ * run again without counting against their retries (engine.h). */
+void gs_worker_orphaned(gs_service *s, uint64_t wid, uint64_t now_us);
 int gs_worker_service_register(gs_service *s, struct gs_rpc_server *srv);
 void gs_worker_send_cancel(gs_service *s, uint64_t wid, uint64_t task, uint32_t attempt);
 /* Tells worker wid to drain (reason: shown by the worker; "" for none). */

@@ -52,8 +52,8 @@ void gs_link_drain(gs_service *s, uint64_t wid)
 }
 
 /* Adds task id to its worker's message of this pass if it is still
- * ASSIGNED (under sched_mu).  A worker not connected here is skipped by
- * the send. */
+ * ASSIGNED (under sched_mu).  A worker with no stream here is declared lost
+ * by the send (gs_worker_batch_flush), so that its tasks run elsewhere. */
 static void assign_again(gs_service *s, uint64_t id)
 {
 	gs_task_info info;
@@ -145,33 +145,63 @@ size_t gs_service_link_drain(gs_service *s, uint64_t now_us)
 	return total;
 }
 
+/* Did role r start again since this process last looked?  Updates the note. */
+static bool restarted(gs_service *s, enum gs_role r)
+{
+	uint64_t now = gs_roles_starts(s->link, r);
+	bool changed = now != s->seen_starts[r];
+	s->seen_starts[r] = now;
+	return changed;
+}
+
+/* The Register after a pause: its workers' heartbeats may wait behind the
+ * gate still, and the pause counts as heard from them (else a long repair
+ * would have them all expire at the next tick). */
+static void refresh_workers(gs_service *s, uint64_t now_us)
+{
+	uint32_t mw = gs_engine_geom(s->eng)->max_workers;
+	gs_worker_table_read_lock();
+	for (uint32_t i = 0; i < mw; i++) {
+		gs_worker_info wi;
+		if (gs_engine_worker_at(s->eng, i, &wi) == GS_OK &&
+		    (wi.state == GS_WORKER_ALIVE || wi.state == GS_WORKER_DRAINING) &&
+		    gs_worker_table_find(s->workers, wi.id) != NULL)
+			gs_engine_worker_heartbeat(s->eng, wi.id, now_us);
+	}
+	gs_worker_table_read_unlock();
+}
+
 void gs_service_link_resync(gs_service *s, uint64_t now_us)
 {
 	if (!s->link)
 		return;
-	if (gs_service_has(s, GS_ROLE_SCHEDULER)) {
-		pthread_mutex_lock(&s->sched_mu);
-		gs_delay_timer_free(&s->timer);
-		gs_delay_timer_init(&s->timer);
-		pthread_mutex_unlock(&s->sched_mu);
+	/* The scheduler needs nothing: the repair put every delayed task back on
+	 * the engine's inbox, and the timer's older entries for them are
+	 * harmless (a second release of a task is refused). */
+	if (gs_service_has(s, GS_ROLE_SCHEDULER))
 		gs_roles_bell_ring(s->link, GS_ROLE_SCHEDULER);
-	}
 	if (gs_service_has(s, GS_ROLE_REGISTER)) {
-		/* One pass over the table: every ASSIGNED task of a worker whose
-		 * stream is here is sent again. */
-		uint32_t used = gs_engine_task_slots_used(s->eng);
-		pthread_mutex_lock(&s->sched_mu);
-		for (uint32_t slot = 0; slot < used; slot++) {
-			gs_task_info ti;
-			if (gs_engine_task_at(s->eng, slot, &ti) == GS_OK &&
-			    ti.state == GS_TASK_ASSIGNED)
-				assign_again(s, ti.id);
+		refresh_workers(s, now_us);
+		/* Only a scheduler that died between an assignment and its push
+		 * can have lost one: then every ASSIGNED task of a worker whose
+		 * stream is here is sent again (a worker ignores one it runs). */
+		if (restarted(s, GS_ROLE_SCHEDULER)) {
+			uint32_t used = gs_engine_task_slots_used(s->eng);
+			pthread_mutex_lock(&s->sched_mu);
+			for (uint32_t slot = 0; slot < used; slot++) {
+				gs_task_info ti;
+				if (gs_engine_task_at(s->eng, slot, &ti) == GS_OK &&
+				    ti.state == GS_TASK_ASSIGNED)
+					assign_again(s, ti.id);
+			}
+			gs_worker_batch_flush(s);
+			pthread_mutex_unlock(&s->sched_mu);
 		}
-		gs_worker_batch_flush(s);
-		pthread_mutex_unlock(&s->sched_mu);
 		gs_roles_bell_ring(s->link, GS_ROLE_SCHEDULER); /* loads were recounted */
 	}
-	if (gs_service_has(s, GS_ROLE_PLM))
+	/* Only a Register that died between a task's end and its push can have
+	 * lost a final task from the PLM's ring. */
+	if (gs_service_has(s, GS_ROLE_PLM) && restarted(s, GS_ROLE_REGISTER))
 		plm_rescan(s, now_us);
 }
 
@@ -185,7 +215,7 @@ size_t gs_service_link_start(gs_service *s, uint64_t now_us)
 		gs_worker_info wi;
 		if (gs_engine_worker_at(s->eng, i, &wi) != GS_OK || wi.state == GS_WORKER_DEAD)
 			continue;
-		gs_worker_lost(s, wi.id, now_us);
+		gs_worker_orphaned(s, wi.id, now_us);
 		n++;
 	}
 	return n;

@@ -45,14 +45,16 @@ static void on_task_moved(uint64_t task, uint32_t state, void *arg)
 	gs_dur_finished(c->s, task, lsn, GS_TASK_RUNNING, c->now_us);
 }
 
-void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
+/* gs_worker_lost and gs_worker_orphaned; charge: see gs_engine_worker_orphaned. */
+static void worker_gone(gs_service *s, uint64_t wid, uint64_t now_us, bool charge)
 {
 	struct lost_ctx c = {.s = s, .now_us = now_us};
 	/* Under the PLM lock from the engine's change to gs_dur_finished: no
 	 * reader may see a FAILED ("worker lost") state before it is hidden
 	 * until durable (durable.c, "Final states"). */
 	pthread_mutex_lock(&s->mu);
-	int rc = gs_engine_worker_dead(s->eng, wid, now_us, on_task_moved, &c);
+	int rc = charge ? gs_engine_worker_dead(s->eng, wid, now_us, on_task_moved, &c)
+	                : gs_engine_worker_orphaned(s->eng, wid, now_us, on_task_moved, &c);
 	gs_plm_flush(s, now_us);
 	pthread_mutex_unlock(&s->mu);
 	if (rc == GS_OK)
@@ -68,6 +70,16 @@ void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
 	gs_worker_table_read_unlock();
 	gs_worker_table_remove(s->workers, wid);
 	gs_service_kick(s);
+}
+
+void gs_worker_lost(gs_service *s, uint64_t wid, uint64_t now_us)
+{
+	worker_gone(s, wid, now_us, true);
+}
+
+void gs_worker_orphaned(gs_service *s, uint64_t wid, uint64_t now_us)
+{
+	worker_gone(s, wid, now_us, false);
 }
 
 /* Acks pending for one worker past this many bytes (~2,300 results) are

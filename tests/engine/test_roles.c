@@ -6,12 +6,15 @@
  * restart), the pause (other roles park and stay parked until resume; a role
  * that never parks times the pause out and is let go; a dead pauser is
  * replaced; a dead role is not waited for; a role activating during a pause
- * parks first) and the doorbells.
+ * parks first) and the doorbells; and liveness by open file description
+ * locks (a recorded process ID that names another process, or a zombie,
+ * does not hold a role).
  *
  * Processes are forked children sharing the engine's anonymous segment; each
  * child reports through its exit status and is killed and reaped by the test
  * that started it, also on failure.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,8 +29,9 @@ struct fixture {
 	gs_engine *e;
 	gs_roles *v;
 	_Atomic uint64_t *shared; /* a page shared with the children */
-	pid_t child[4];
+	pid_t child[8];
 	int n_child;
+	char lock_path[64]; /* t_locks: the lock file ("" when unused) */
 };
 
 static int setup(void **state)
@@ -53,6 +57,8 @@ static int teardown(void **state)
 			waitpid(f->child[i], NULL, 0);
 		}
 	munmap((void *)f->shared, 4096);
+	if (f->lock_path[0])
+		unlink(f->lock_path);
 	gs_engine_close(f->e, false);
 	free(f);
 	return 0;
@@ -410,6 +416,91 @@ static void t_activate_during_pause(void **state)
 	assert_true(wait_for(sched, 5, 10000));
 }
 
+/* --- liveness by locks ------------------------------------------------------ */
+
+/* Takes the lock file (its own descriptor), claims role r, says so, waits. */
+static void child_claim_locked(struct fixture *f, int r)
+{
+	int fd = open(f->lock_path, O_RDWR);
+	if (fd < 0 || gs_roles_set_lock_fd(f->v, fd) != GS_OK)
+		_exit(4);
+	if (gs_roles_claim(f->v, (enum gs_role)r, (int32_t)getpid(), NULL, NULL) != GS_OK)
+		_exit(3);
+	atomic_store(&f->shared[0], 1);
+	for (;;)
+		pause();
+}
+
+/* The same, then exits at once (left a zombie until reaped). */
+static void child_claim_locked_exit(struct fixture *f, int r)
+{
+	int fd = open(f->lock_path, O_RDWR);
+	if (fd < 0 || gs_roles_set_lock_fd(f->v, fd) != GS_OK)
+		_exit(4);
+	if (gs_roles_claim(f->v, (enum gs_role)r, (int32_t)getpid(), NULL, NULL) != GS_OK)
+		_exit(3);
+	_exit(0);
+}
+
+static void child_pauser_locked(struct fixture *f, int r)
+{
+	int fd = open(f->lock_path, O_RDWR);
+	if (fd < 0 || gs_roles_set_lock_fd(f->v, fd) != GS_OK)
+		_exit(4);
+	child_pauser(f, r);
+}
+
+static void t_locks(void **state)
+{
+	struct fixture *f = *state;
+	int32_t me = (int32_t)getpid(), holder = 0;
+	bool restart = false;
+	snprintf(f->lock_path, sizeof(f->lock_path), "/tmp/gs-test-roles-%d", (int)me);
+	int fd = open(f->lock_path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(gs_roles_set_lock_fd(f->v, -1), GS_EINVAL);
+
+	/* A role recorded for a process ID that now names another live process
+	 * (pid 1 here): held by process ID, free by lock. */
+	assert_int_equal(gs_roles_claim(f->v, GS_ROLE_SCHEDULER, 1, NULL, NULL), GS_OK);
+	assert_int_equal(gs_roles_holder(f->v, GS_ROLE_SCHEDULER), 1);
+	assert_int_equal(gs_roles_set_lock_fd(f->v, fd), GS_OK);
+	assert_int_equal(gs_roles_holder(f->v, GS_ROLE_SCHEDULER), 0);
+	assert_int_equal(gs_roles_claim(f->v, GS_ROLE_SCHEDULER, me, &holder, &restart), GS_OK);
+	assert_true(restart);
+
+	/* A live holder's lock refuses us; a zombie's does not. */
+	pid_t live = spawn(f, child_claim_locked, GS_ROLE_REGISTER);
+	assert_true(wait_for(&f->shared[0], 1, 10000));
+	assert_int_equal(gs_roles_holder(f->v, GS_ROLE_REGISTER), live);
+	assert_int_equal(gs_roles_claim(f->v, GS_ROLE_REGISTER, me, &holder, &restart), GS_EBUSY);
+	assert_int_equal(holder, live);
+	reap(f, live, true);
+	pid_t zombie = spawn(f, child_claim_locked_exit, GS_ROLE_PLM);
+	siginfo_t si;
+	memset(&si, 0, sizeof(si));
+	assert_int_equal(waitid(P_PID, (id_t)zombie, &si, WEXITED | WNOWAIT), 0);
+	assert_int_equal(si.si_status, 0);
+	assert_int_equal(kill(zombie, 0), 0); /* still a process (a zombie) */
+	assert_int_equal(gs_roles_holder(f->v, GS_ROLE_PLM), 0);
+	assert_int_equal(gs_roles_claim(f->v, GS_ROLE_PLM, me, &holder, &restart), GS_OK);
+	assert_true(restart);
+	reap(f, zombie, false);
+
+	/* A pauser that dies: its seat's lock goes with it. */
+	gs_roles_unclaim(f->v, GS_ROLE_PLM, me);
+	atomic_store(&f->shared[0], 0);
+	pid_t pauser = spawn(f, child_pauser_locked, GS_ROLE_REGISTER);
+	assert_true(wait_for(&f->shared[0], 1, 10000));
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 100), GS_ETIMEOUT);
+	reap(f, pauser, true);
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 5000), GS_OK);
+	gs_roles_resume(f->v, me);
+	uint32_t w;
+	assert_false(gs_roles_pause_pending(f->v, 0, &w));
+	close(fd);
+}
+
 /* --- doorbells ------------------------------------------------------------- */
 
 struct ringer {
@@ -464,6 +555,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(t_pause_timeout_and_dead_role, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_dead_pauser_replaced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_activate_during_pause, setup, teardown),
+	    cmocka_unit_test_setup_teardown(t_locks, setup, teardown),
 	    cmocka_unit_test_setup_teardown(t_bells, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
