@@ -71,10 +71,12 @@ void gs_plm_waiter_unref(gs_service *s, struct waiter *w)
 	free(w);
 }
 
-static void unsubscribe(gs_service *s, uint64_t id, struct waiter *w)
+/* Removes w's subscription to id; returns 1 if there was one (its
+ * reference on w is then the caller's to drop), else 0. */
+static unsigned unsubscribe(gs_service *s, uint64_t id, struct waiter *w)
 {
 	if (!s->n_buckets)
-		return; /* nothing was ever subscribed */
+		return 0; /* nothing was ever subscribed */
 	struct sub **pp = &s->buckets[bucket_of(s, id)];
 	while (*pp) {
 		struct sub *x = *pp;
@@ -82,20 +84,25 @@ static void unsubscribe(gs_service *s, uint64_t id, struct waiter *w)
 			*pp = x->next;
 			free(x);
 			s->n_subs--;
-			gs_plm_waiter_unref(s, w);
-			return;
+			return 1;
 		}
 		pp = &x->next;
 	}
+	return 0;
 }
 
 void gs_plm_unsubscribe_all(gs_service *s, struct waiter *w)
 {
 	if (w->kind == W_WAIT) {
-		w->refs++; /* keep it alive while unsubscribing */
+		unsigned removed = 0;
 		for (size_t i = 0; i < w->n_ids; i++)
-			unsubscribe(s, w->ids[i], w);
-		gs_plm_waiter_unref(s, w);
+			removed += unsubscribe(s, w->ids[i], w);
+		/* Drop the subscriptions' references, the last through the usual
+		 * path (which frees w if nothing else holds it). */
+		if (removed) {
+			w->refs -= removed - 1;
+			gs_plm_waiter_unref(s, w);
+		}
 		return;
 	}
 	/* Streams are subscribed to many IDs: sweep the table (rare: a stream
@@ -208,6 +215,16 @@ void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete)
 
 /* Gathers one result or event into w->out; true when it is a SubmitStream's
  * result (the flush releases the task once it is sent). */
+void gs_plm_mark_dirty(gs_service *s, struct waiter *w)
+{
+	if (!w->dirty) {
+		w->dirty = true;
+		w->refs++; /* the dirty list's reference */
+		w->next_dirty = s->dirty;
+		s->dirty = w;
+	}
+}
+
 static bool stream_deliver(gs_service *s, struct waiter *w, uint64_t id)
 {
 	gs_task_info info;
@@ -224,12 +241,7 @@ static bool stream_deliver(gs_service *s, struct waiter *w, uint64_t id)
 	}
 	if (w->pending)
 		w->pending--;
-	if (!w->dirty) {
-		w->dirty = true;
-		w->refs++; /* the dirty list's reference */
-		w->next_dirty = s->dirty;
-		s->dirty = w;
-	}
+	gs_plm_mark_dirty(s, w);
 	if (w->kind != W_STREAM)
 		return false;
 	if (w->n_out_ids == w->cap_out_ids) {
@@ -288,12 +300,7 @@ static void watch_put(gs_service *s, struct waiter *w, const gs_task_info *info,
 	gs_codec_put_event(&w->out, 1, info,
 	                   final && info->finished_us ? info->finished_us : now_us, res, res_len,
 	                   final, w->include_output);
-	if (!w->dirty) {
-		w->dirty = true;
-		w->refs++; /* the dirty list's reference */
-		w->next_dirty = s->dirty;
-		s->dirty = w;
-	}
+	gs_plm_mark_dirty(s, w);
 }
 
 static void queue_watchers_put(gs_service *s, const gs_task_info *info, const uint8_t *res,

@@ -178,6 +178,9 @@ void gs_plm_unsubscribe_all(gs_service *s, struct waiter *w);
 /* A task reached a final state: deliver to its waiters, or retain it.
  * Stream output is gathered: call gs_plm_flush before releasing mu. */
 void gs_plm_finished(gs_service *s, uint64_t id, uint64_t now_us);
+/* Puts w on the list of waiters whose gathered output (w->out) gs_plm_flush
+ * sends. */
+void gs_plm_mark_dirty(gs_service *s, struct waiter *w);
 /* Sends every waiter's gathered output, one message each. */
 void gs_plm_flush(gs_service *s, uint64_t now_us);
 /* A task changed to a state that is not final (QUEUED, DELAYED, ASSIGNED,

@@ -400,9 +400,12 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		} else {
 			rc = prepare(s, &it->task, 1, &spec, &packed, now, err, sizeof(err), &bad);
 		}
+		/* Subscribe before the task can finish, and (without a log) put
+		 * its ack on the stream's output in the same section: a result,
+		 * which another thread may deliver at any moment (the PLM's ring
+		 * thread, another RPC thread), always goes out after its ack. */
+		pthread_mutex_lock(&s->mu);
 		if (rc == GS_OK) {
-			/* Subscribe before the task can finish: under the PLM lock. */
-			pthread_mutex_lock(&s->mu);
 			rc = gs_engine_submit(s->eng, &spec, 1, now, &id);
 			if (rc == GS_OK && held) {
 				/* Subscribed once the ack is sent (durable.c). */
@@ -421,16 +424,20 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 			if (rc == GS_OK &&
 			    atomic_load_explicit(&s->watchers, memory_order_relaxed)) {
 				gs_plm_event(s, id, now);
-				gs_plm_flush(s, now);
 			} else if (rc != GS_OK && err[0] == 0) {
 				snprintf(err, sizeof(err), "%s",
 				         rc == GS_EFULL ? "task table or payload arena full"
 				                        : gs_strerror(rc));
 			}
-			pthread_mutex_unlock(&s->mu);
 		}
+		if (!held && !w->closed) {
+			put_ack(&w->out, it->client_seq, id, rc, err);
+			gs_plm_mark_dirty(s, w);
+		}
+		pthread_mutex_unlock(&s->mu);
 		gs_pb_buf_free(&packed);
-		put_ack(&acks, it->client_seq, id, rc, err);
+		if (held)
+			put_ack(&acks, it->client_seq, id, rc, err);
 	}
 	gs_service_kick(s);
 	if (held && !acks.oom && gs_dur_hold_stream(s, w, lsn, &acks, held, n_held) == GS_OK) {
@@ -441,9 +448,12 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		w->pending = w->pending > n_held ? w->pending - n_held : 0;
 		pthread_mutex_unlock(&s->mu);
 		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "out of memory");
-	} else if (!acks.oom && acks.len && gs_rpc_call_send(call, acks.data, acks.len) != GS_OK) {
-		gs_rpc_call_finish(call, GS_RPC_RESOURCE_EXHAUSTED, "client too slow");
 	}
+	/* Without a log, the acks with any result that came meanwhile, as one
+	 * message; and the Watch events of the new tasks. */
+	pthread_mutex_lock(&s->mu);
+	gs_plm_flush(s, now);
+	pthread_mutex_unlock(&s->mu);
 	free(held);
 	gs_pb_buf_free(&acks);
 	gsched__v1__submit_stream_in__free_unpacked(in, NULL);
