@@ -61,17 +61,6 @@ static void *register_main(void *arg)
 	return NULL;
 }
 
-/* The RPC polling threads read the worker table: register them with RCU. */
-static void rpc_thread_start(void *svc)
-{
-	gs_service_thread_online(svc);
-}
-
-static void rpc_thread_stop(void *svc)
-{
-	gs_service_thread_offline(svc);
-}
-
 /* --- the write-ahead log ---------------------------------------------------- */
 
 struct committer {
@@ -369,8 +358,8 @@ int gs_server_run(const gs_server_opts *o)
 	                                .max_queue_bytes = o->stream_queue_bytes,
 	                                .max_connections = o->max_connections,
 	                                .max_streams = o->max_streams,
-	                                .on_thread_start = rpc_thread_start,
-	                                .on_thread_stop = rpc_thread_stop};
+	                                .on_thread_start = gs_service_rpc_thread_start,
+	                                .on_thread_stop = gs_service_rpc_thread_stop};
 	if (rc == GS_OK) {
 		ro.thread_arg = svc;
 		rc = gs_rpc_server_create(&ro, &srv);
@@ -400,8 +389,7 @@ int gs_server_run(const gs_server_opts *o)
 		return rc;
 	}
 	struct roles roles = {.svc = svc, .stop = o->stop};
-	uint32_t hb = so.heartbeat_ms ? so.heartbeat_ms : 500;
-	roles.tick_ms = hb / 4 < 5 ? 5 : (hb / 4 > 50 ? 50 : hb / 4);
+	roles.tick_ms = gs_service_tick_ms(svc);
 	pthread_t sched, reg;
 	pthread_create(&sched, NULL, scheduler_main, &roles);
 	pthread_create(&reg, NULL, register_main, &roles);

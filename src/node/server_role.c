@@ -134,16 +134,6 @@ static void *parker_main(void *arg)
 	return NULL;
 }
 
-static void rpc_thread_start(void *svc)
-{
-	gs_service_thread_online(svc);
-}
-
-static void rpc_thread_stop(void *svc)
-{
-	gs_service_thread_offline(svc);
-}
-
 /* Claims the role and, on a segment that was there before, repairs it with
  * the other roles paused.  One line on stderr says what went wrong. */
 static int claim_and_repair(const gs_server_opts *o, struct role_proc *p, bool created)
@@ -259,8 +249,6 @@ int gs_server_run_role(const gs_server_opts *o)
 	                      .worker_token = o->worker_token,
 	                      .roles = GS_ROLE_BIT(p.role),
 	                      .link = p.link};
-	uint32_t hb = o->heartbeat_ms ? o->heartbeat_ms : 500;
-	p.tick_ms = hb / 4 < 5 ? 5 : (hb / 4 > 50 ? 50 : hb / 4);
 	pthread_rwlockattr_t ga;
 	pthread_rwlockattr_init(&ga);
 	/* A pause must not wait behind an endless stream of callbacks. */
@@ -272,6 +260,7 @@ int gs_server_run_role(const gs_server_opts *o)
 	bool parker_up = false;
 	rc = gs_service_create(p.eng, &so, &p.svc);
 	if (rc == GS_OK) {
+		p.tick_ms = gs_service_tick_ms(p.svc);
 		gs_roles_activate(p.link, p.role, &p.done);
 		parker_up = pthread_create(&parker, NULL, parker_main, &p) == 0;
 		rc = parker_up ? GS_OK : GS_ENOMEM;
@@ -282,8 +271,8 @@ int gs_server_run_role(const gs_server_opts *o)
 	                                .max_queue_bytes = o->stream_queue_bytes,
 	                                .max_connections = o->max_connections,
 	                                .max_streams = o->max_streams,
-	                                .on_thread_start = rpc_thread_start,
-	                                .on_thread_stop = rpc_thread_stop,
+	                                .on_thread_start = gs_service_rpc_thread_start,
+	                                .on_thread_stop = gs_service_rpc_thread_stop,
 	                                .thread_arg = p.svc,
 	                                .gate = &p.gate};
 	if (rc == GS_OK)

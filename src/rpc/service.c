@@ -208,6 +208,22 @@ void gs_service_thread_offline(gs_service *s)
 	gs_worker_table_thread_offline();
 }
 
+void gs_service_rpc_thread_start(void *svc)
+{
+	gs_service_thread_online(svc);
+}
+
+void gs_service_rpc_thread_stop(void *svc)
+{
+	gs_service_thread_offline(svc);
+}
+
+uint32_t gs_service_tick_ms(const gs_service *s)
+{
+	uint32_t q = s->o.heartbeat_ms / 4;
+	return q < 5 ? 5 : (q > 50 ? 50 : q);
+}
+
 void gs_service_wake(gs_service *s)
 {
 	atomic_store_explicit(&s->wake_flag, true, memory_order_release);

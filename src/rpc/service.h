@@ -83,6 +83,14 @@ void gs_service_destroy(gs_service *s);
 
 void gs_service_thread_online(gs_service *s);
 void gs_service_thread_offline(gs_service *s);
+/* The same as gs_rpc_server_opts.on_thread_start / on_thread_stop hooks
+ * (thread_arg: the service): the RPC threads read the worker table. */
+void gs_service_rpc_thread_start(void *svc);
+void gs_service_rpc_thread_stop(void *svc);
+
+/* How often the Register's tick runs: a quarter of the heartbeat interval,
+ * within 5..50 ms. */
+uint32_t gs_service_tick_ms(const gs_service *s);
 
 /*
  * The Main Scheduler's pass: releases due delayed tasks, dispatches every
