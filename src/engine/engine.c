@@ -233,6 +233,7 @@ static int submit_fill(gs_engine *e, const gs_task_spec *specs, size_t n, uint64
 		s->queue = (uint16_t)sp->queue;
 		s->priority = (uint8_t)sp->priority;
 		s->max_retries = (uint8_t)sp->max_retries;
+		atomic_store_explicit(&s->free_attempts, 0, memory_order_relaxed);
 		s->timeout_ms = sp->timeout_ms;
 		s->payload_len = sp->payload_len;
 		s->result_len = 0;
@@ -818,22 +819,34 @@ int gs_engine_worker_drain(gs_engine *e, uint64_t worker)
 }
 
 /* Requeues or fails one task of a lost worker; the word must name it.
- * charge: the loss counts against the task's retries (else it is requeued
- * even with its retries spent). */
+ * charge: the loss counts against the task's retries; else it is a free
+ * attempt (free_attempts), and the task is requeued whatever its retries,
+ * keeping its attempt number at GS_MAX_ATTEMPT (the lost worker's ID is
+ * gone, so its late results stay stale all the same). */
 static void requeue_lost(gs_engine *e, uint32_t ix, uint64_t w, bool charge, gs_task_event_fn fn,
                          void *arg, uint64_t now_us)
 {
 	struct gs_task_slot *s = &e->tt.slots[ix];
 	uint64_t id = gs_task_id(ix, gs_word_gen(w));
+	bool bumped = false;
 	for (;;) {
 		uint32_t st = gs_word_state(w);
 		if (st != GS_TASK_ASSIGNED && st != GS_TASK_RUNNING)
 			return; /* finished or cancelled meanwhile */
 		uint32_t attempt = gs_word_attempt(w);
 		uint32_t q = s->queue; /* before the CAS: see queue_task */
-		if ((!charge || attempt < 1u + s->max_retries) && attempt < GS_MAX_ATTEMPT) {
-			uint64_t want =
-			    gs_word_make(gs_word_gen(w), 0, attempt + 1, true, GS_TASK_QUEUED);
+		uint32_t free_n = atomic_load_explicit(&s->free_attempts, memory_order_relaxed);
+		uint32_t charged = attempt > free_n ? attempt - free_n : 1;
+		if (!charge || (charged < 1u + s->max_retries && attempt < GS_MAX_ATTEMPT)) {
+			uint32_t next = attempt < GS_MAX_ATTEMPT ? attempt + 1 : attempt;
+			if (!charge && !bumped && next > attempt && free_n < UINT16_MAX) {
+				/* Before the CAS that publishes QUEUED: whoever assigns
+				 * and loses it next reads the new count. */
+				atomic_store_explicit(&s->free_attempts, (uint16_t)(free_n + 1),
+				                      memory_order_relaxed);
+				bumped = true;
+			}
+			uint64_t want = gs_word_make(gs_word_gen(w), 0, next, true, GS_TASK_QUEUED);
 			if (queue_task(e, s, &w, want, id) != GS_OK)
 				continue;
 			COUNT(e, q, requeued, 1);
@@ -1072,6 +1085,9 @@ int gs_engine_restore(gs_engine *e, const gs_restore_task *t, uint64_t now_us)
 		attempt = t->attempt + 1; /* a restart is not the task's fault */
 	if (attempt > GS_MAX_ATTEMPT)
 		attempt = GS_MAX_ATTEMPT;
+	/* The log does not keep earlier free attempts: only this restart's. */
+	atomic_store_explicit(&s->free_attempts, !final && t->attempt ? 1 : 0,
+	                      memory_order_relaxed);
 	COUNT(e, t->queue, submitted, 1);
 	if (final) {
 		atomic_store_explicit(&s->word, gs_word_make(gen, 0, attempt, false, t->state),

@@ -297,9 +297,10 @@ int gs_engine_worker_dead(gs_engine *e, uint64_t worker, uint64_t now_us, gs_tas
 /*
  * As gs_engine_worker_dead, for a worker that may be fine but that nobody
  * can reach any more: its stream ended with a Register process that was
- * restarted.  Its tasks go back to QUEUED with attempt + 1 even when their
- * retries are spent (at-least-once: as after a log replay, a restart of the
- * server fails no task).  fn hears only of QUEUED moves.
+ * restarted.  Its tasks go back to QUEUED with attempt + 1, an attempt that
+ * counts against no retry (at-least-once: as after a log replay or a
+ * repair, a restart of the server fails no task and costs no retry); at
+ * GS_MAX_ATTEMPT they keep that number.  fn hears only of QUEUED moves.
  */
 int gs_engine_worker_orphaned(gs_engine *e, uint64_t worker, uint64_t now_us, gs_task_event_fn fn,
                               void *arg);

@@ -187,12 +187,17 @@ static int repair(gs_engine *e, gs_recovery_report *rep)
 			    wst == GS_WORKER_DEAD) {
 				loads[w1 - 1]++;
 			} else {
-				/* Its worker is gone: run it again. */
+				/* Its worker is gone: run it again, an attempt that
+				 * counts against no retry (the server went away). */
+				uint32_t a = gs_word_attempt(w);
+				uint16_t fa =
+				    atomic_load_explicit(&s->free_attempts, memory_order_relaxed);
+				if (a < GS_MAX_ATTEMPT && fa < UINT16_MAX)
+					atomic_store_explicit(&s->free_attempts, (uint16_t)(fa + 1),
+					                      memory_order_relaxed);
 				w = gs_word_make(gs_word_gen(w), 0,
-				                 gs_word_attempt(w) < GS_MAX_ATTEMPT
-				                     ? gs_word_attempt(w) + 1
-				                     : GS_MAX_ATTEMPT,
-				                 false, GS_TASK_QUEUED);
+				                 a < GS_MAX_ATTEMPT ? a + 1 : GS_MAX_ATTEMPT, false,
+				                 GS_TASK_QUEUED);
 				st = GS_TASK_QUEUED;
 				reached = false;
 				rep->orphans_requeued++;

@@ -64,6 +64,7 @@ void gs_roles_bind(gs_roles *v, void *region, bool format)
 {
 	v->r = region;
 	v->lock_fd = -1;
+	v->held = 0;
 	uint8_t *p = (uint8_t *)region + header_bytes();
 	for (int i = 0; i < GS_RING_COUNT; i++) {
 		v->ring[i] = (uint64_t *)p;
@@ -123,17 +124,22 @@ static int lock_op(int fd, int cmd, short type, off_t byte, struct flock *out)
 	return rc;
 }
 
-/* Takes byte's lock: GS_OK, GS_EBUSY (another description holds it), GS_EIO. */
-static int lock_take(int fd, off_t byte)
+/* Takes byte's lock: GS_OK, GS_EBUSY (another description holds it), GS_EIO.
+ * v->held notes the bytes this view holds (our own locks never show in
+ * F_OFD_GETLK). */
+static int lock_take(gs_roles *v, off_t byte)
 {
-	if (lock_op(fd, F_OFD_SETLK, F_WRLCK, byte, NULL) == 0)
+	if (lock_op(v->lock_fd, F_OFD_SETLK, F_WRLCK, byte, NULL) == 0) {
+		v->held |= (uint8_t)(1u << byte);
 		return GS_OK;
+	}
 	return errno == EAGAIN || errno == EACCES ? GS_EBUSY : GS_EIO;
 }
 
-static void lock_drop(int fd, off_t byte)
+static void lock_drop(gs_roles *v, off_t byte)
 {
-	lock_op(fd, F_OFD_SETLK, F_UNLCK, byte, NULL);
+	lock_op(v->lock_fd, F_OFD_SETLK, F_UNLCK, byte, NULL);
+	v->held &= (uint8_t) ~(1u << byte);
 }
 
 /* Another description holds byte's lock (ours never shows). */
@@ -143,14 +149,12 @@ static bool lock_held(int fd, off_t byte)
 	return lock_op(fd, F_OFD_GETLK, F_WRLCK, byte, &fl) == 0 && fl.l_type != F_UNLCK;
 }
 
-/* Is role r's recorded holder pid still there?  By its lock when there is a
- * lock file, else by its process ID. */
+/* Is role r held by a live process?  By its lock when there is a lock file
+ * (ours, or another description's), else by the recorded process ID. */
 static bool role_alive(const gs_roles *v, int r, int32_t pid)
 {
-	if (pid <= 0)
-		return false;
 	if (v->lock_fd >= 0)
-		return pid == (int32_t)getpid() || lock_held(v->lock_fd, (off_t)r);
+		return (v->held & (1u << r)) || lock_held(v->lock_fd, (off_t)r);
 	return alive(pid);
 }
 
@@ -187,7 +191,7 @@ int gs_roles_claim(gs_roles *v, enum gs_role role, int32_t pid, int32_t *holder,
 	int32_t cur = atomic_load(&v->r->role[role].pid);
 	if (v->lock_fd >= 0) {
 		/* The lock decides; the pid is for messages. */
-		int rc = lock_take(v->lock_fd, (off_t)role);
+		int rc = lock_take(v, (off_t)role);
 		if (rc != GS_OK) {
 			if (holder)
 				*holder = atomic_load(&v->r->role[role].pid);
@@ -222,7 +226,7 @@ void gs_roles_unclaim(gs_roles *v, enum gs_role role, int32_t pid)
 	int32_t want = pid;
 	atomic_compare_exchange_strong(&v->r->role[role].pid, &want, 0);
 	if (v->lock_fd >= 0)
-		lock_drop(v->lock_fd, (off_t)role);
+		lock_drop(v, (off_t)role);
 }
 
 int32_t gs_roles_holder(const gs_roles *v, enum gs_role role)
@@ -240,17 +244,19 @@ uint64_t gs_roles_starts(const gs_roles *v, enum gs_role role)
 
 /* --- the pause ------------------------------------------------------------ */
 
-static void give_back(gs_roles *v, int32_t pid)
+/* Ends the pause (completed: it ran its course, else it timed out). */
+static void give_back(gs_roles *v, int32_t pid, bool completed)
 {
 	uint32_t w = atomic_load(&v->r->pause_word);
 	if (w & 1u) {
 		atomic_store(&v->r->pause_word, w + 1);
-		atomic_fetch_add(&v->r->pauses, 1);
+		if (completed)
+			atomic_fetch_add(&v->r->pauses, 1);
 	}
 	int32_t want = pid;
 	atomic_compare_exchange_strong(&v->r->pauser, &want, 0);
-	if (v->lock_fd >= 0)
-		lock_drop(v->lock_fd, LOCK_PAUSE);
+	if (v->lock_fd >= 0 && (v->held & (1u << LOCK_PAUSE)))
+		lock_drop(v, LOCK_PAUSE);
 	futex_wake_all(&v->r->pause_word);
 }
 
@@ -264,7 +270,7 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
 	for (;;) {
 		int32_t cur = atomic_load(&v->r->pauser);
 		if (v->lock_fd >= 0) {
-			int rc = lock_take(v->lock_fd, LOCK_PAUSE);
+			int rc = lock_take(v, LOCK_PAUSE);
 			if (rc == GS_OK) {
 				atomic_store(&v->r->pauser, pid);
 				break;
@@ -299,7 +305,7 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
 			if (atomic_load(&v->r->role[r].parked) == w)
 				break;
 			if (mono_ms() >= deadline) {
-				give_back(v, pid);
+				give_back(v, pid, false);
 				return GS_ETIMEOUT;
 			}
 			nap_ms(1);
@@ -310,7 +316,7 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
 
 void gs_roles_resume(gs_roles *v, int32_t pid)
 {
-	give_back(v, pid);
+	give_back(v, pid, true);
 }
 
 bool gs_roles_pause_pending(gs_roles *v, int timeout_ms, uint32_t *word)

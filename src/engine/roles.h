@@ -60,7 +60,8 @@ struct gs_roles_region;
 typedef struct gs_roles {
 	struct gs_roles_region *r;
 	uint64_t *ring[GS_RING_COUNT];
-	int lock_fd; /* gs_roles_set_lock_fd's, or -1: liveness by process ID */
+	int lock_fd;  /* gs_roles_set_lock_fd's, or -1: liveness by process ID */
+	uint8_t held; /* lock bytes this view holds (bit r: role r; bit 3: the pause) */
 } gs_roles;
 
 uint64_t gs_roles_region_bytes(void);

@@ -131,15 +131,17 @@ int gs_seg_create(const char *name, const gs_geom *geom, bool replace, gs_seg *o
 			return GS_EIO;
 		}
 		base = mmap(NULL, L.total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-		int e = errno;
-		close(fd);
 		if (base == MAP_FAILED) {
+			int e = errno;
+			close(fd);
 			shm_unlink(name);
 			errno = e;
 			return GS_EIO;
 		}
 		snprintf(out->name, sizeof(out->name), "%s", name);
 		out->named = true;
+		out->has_fd = true;
+		out->fd = fd;
 	} else {
 		base =
 		    mmap(NULL, L.total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -178,9 +180,10 @@ int gs_seg_attach(const char *name, gs_seg *out)
 		return GS_ELAYOUT;
 	}
 	void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	if (base == MAP_FAILED)
+	if (base == MAP_FAILED) {
+		close(fd);
 		return GS_EIO;
+	}
 	struct gs_seg_header *h = base;
 	gs_layout L;
 	gs_layout_compute(&h->geom, &L);
@@ -188,8 +191,11 @@ int gs_seg_attach(const char *name, gs_seg *out)
 	    h->header_size != sizeof(*h) || gs_geom_check(&h->geom) != GS_OK ||
 	    L.total != (uint64_t)st.st_size || memcmp(&L, &h->layout, sizeof(L)) != 0) {
 		munmap(base, (size_t)st.st_size);
+		close(fd);
 		return GS_ELAYOUT;
 	}
+	out->has_fd = true;
+	out->fd = fd;
 	out->base = base;
 	out->hdr = h;
 	out->size = (size_t)st.st_size;
@@ -202,6 +208,8 @@ void gs_seg_detach(gs_seg *s)
 {
 	if (s->base)
 		munmap(s->base, s->size);
+	if (s->has_fd)
+		close(s->fd);
 	memset(s, 0, sizeof(*s));
 }
 

@@ -81,6 +81,10 @@ typedef struct gs_seg {
 	size_t size;
 	bool named;
 	char name[64];
+	/* A named segment's descriptor, open until detach (has_fd): the very
+	 * object mapped, for locks on it (roles.h).  Owned. */
+	bool has_fd;
+	int fd;
 } gs_seg;
 
 /*

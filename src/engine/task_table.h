@@ -91,7 +91,9 @@ struct gs_task_slot {
 	_Atomic int32_t status; /* exit code or handler status */
 	_Atomic uint8_t reason; /* enum gs_task_reason */
 	uint8_t flags;
-	uint16_t reserved;
+	/* Attempts that count against no retry: the task was requeued because
+	 * the server, not its worker, went away (a restart; engine.c). */
+	_Atomic uint16_t free_attempts;
 	_Atomic uint32_t t_assign; /* gs_ts_pack offsets from t_submit_us; 0: not yet */
 	_Atomic uint32_t t_start;
 	_Atomic uint32_t t_finish;

@@ -271,22 +271,40 @@ static int open_log(const gs_server_opts *o, gs_engine *eng, bool adopted, gs_wa
 	return GS_OK;
 }
 
+/*
+ * A server running every role holds all three role locks of a named segment
+ * (roles.h), so that no role process starts on it, and it starts on none a
+ * role process serves.  GS_EBUSY (one line on stderr) if one is held.
+ */
+static int claim_roles(const char *segment, gs_engine *eng)
+{
+	const gs_seg *seg = gs_engine_segment(eng);
+	gs_roles *link = gs_engine_roles(eng);
+	if (!seg->has_fd || gs_roles_set_lock_fd(link, seg->fd) != GS_OK)
+		return GS_OK; /* no locks here: the owner check alone */
+	int32_t me = (int32_t)getpid(), holder = 0;
+	for (int r = 0; r < GS_ROLE_COUNT; r++) {
+		if (gs_roles_claim(link, (enum gs_role)r, me, &holder, NULL) == GS_OK)
+			continue;
+		fprintf(stderr,
+		        "gsched server: segment %s is served by other processes (%s: pid %d)\n",
+		        segment, gs_role_name((enum gs_role)r), (int)holder);
+		while (r-- > 0)
+			gs_roles_unclaim(link, (enum gs_role)r, me);
+		return GS_EBUSY;
+	}
+	return GS_OK;
+}
+
 static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet, bool *adopted)
 {
 	gs_engine_opts eo = {.segment_name = o->segment, .geom = o->geom, .replace = false};
 	if (o->segment) {
 		bool owner_dead = false;
 		int rc = gs_engine_attach(o->segment, eng, &owner_dead);
-		for (int r = 0; rc == GS_OK && r < GS_ROLE_COUNT; r++) {
-			int32_t pid = gs_roles_holder(gs_engine_roles(*eng), (enum gs_role)r);
-			if (pid) {
-				fprintf(stderr,
-				        "gsched server: segment %s is served by role processes "
-				        "(%s: pid %d)\n",
-				        o->segment, gs_role_name((enum gs_role)r), (int)pid);
-				gs_engine_close(*eng, false);
-				return GS_EBUSY;
-			}
+		if (rc == GS_OK && claim_roles(o->segment, *eng) != GS_OK) {
+			gs_engine_close(*eng, false);
+			return GS_EBUSY;
 		}
 		if (rc == GS_OK && !owner_dead) {
 			fprintf(stderr, "gsched server: segment %s is served by a live process\n",
@@ -316,7 +334,12 @@ static int open_engine(const gs_server_opts *o, gs_engine **eng, int quiet, bool
 		if (rc != GS_ENOTFOUND)
 			return rc;
 	}
-	return gs_engine_create(&eo, eng);
+	int rc = gs_engine_create(&eo, eng);
+	if (rc == GS_OK && o->segment && claim_roles(o->segment, *eng) != GS_OK) {
+		gs_engine_close(*eng, false); /* a role process attached it meanwhile */
+		return GS_EBUSY;
+	}
+	return rc;
 }
 
 int gs_server_run(const gs_server_opts *o)
@@ -442,6 +465,8 @@ int gs_server_run(const gs_server_opts *o)
 		fprintf(stderr, "gsched server: closing the log: %s\n", gs_strerror(wrc));
 	if (!o->quiet)
 		fprintf(stderr, "gsched server: stopped\n");
+	for (int r = 0; r < GS_ROLE_COUNT; r++)
+		gs_roles_unclaim(gs_engine_roles(eng), (enum gs_role)r, (int32_t)getpid());
 	gs_engine_close(eng, false);
 	return GS_OK;
 }

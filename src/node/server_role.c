@@ -111,7 +111,8 @@ static void *role_main(void *arg)
 
 /* The parker: when another role's restart pauses us, stop every engine
  * operation of this process (the gate, for writing), acknowledge, wait for
- * the end of the pause, then find what the dead process's rings lost. */
+ * the end of the pause, then, before letting the others go on, find what
+ * the dead process's rings lost. */
 static void *parker_main(void *arg)
 {
 	struct role_proc *p = arg;
@@ -122,12 +123,14 @@ static void *parker_main(void *arg)
 			continue;
 		pthread_rwlock_wrlock(&p->gate);
 		gs_roles_park(p->link, p->role, word, &p->done);
+		bool stopping = __atomic_load_n(&p->done, __ATOMIC_ACQUIRE);
+		/* Still alone in this process: nothing (a tick, a callback) runs
+		 * on the repaired engine before the resync. */
+		if (!stopping)
+			gs_service_link_resync(p->svc, gs_now_us());
 		pthread_rwlock_unlock(&p->gate);
-		if (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE))
-			break; /* stopping: the role loop ends without operating */
-		pthread_rwlock_rdlock(&p->gate);
-		gs_service_link_resync(p->svc, gs_now_us());
-		pthread_rwlock_unlock(&p->gate);
+		if (stopping)
+			break;                        /* the role loop ends without operating */
 		gs_roles_bell_ring(p->link, p->role); /* the role loop looks again */
 	}
 	gs_service_thread_offline(p->svc);
@@ -142,33 +145,15 @@ static int claim_and_repair(const gs_server_opts *o, struct role_proc *p, bool c
 	int32_t pid = (int32_t)getpid(), holder = 0;
 	bool restart = false;
 	int rc = gs_roles_claim(p->link, p->role, pid, &holder, &restart);
-	if (rc == GS_EBUSY) {
-		fprintf(stderr, "gsched server: role %s on %s is held by live process %d\n", name,
-		        o->segment, (int)holder);
+	if (rc != GS_OK) {
+		/* A server running every role holds all three. */
+		if (rc == GS_EBUSY)
+			fprintf(stderr, "gsched server: role %s on %s is held by live process %d\n",
+			        name, o->segment, (int)holder);
+		else
+			fprintf(stderr, "gsched server: role %s on %s: cannot claim it: %s\n", name,
+			        o->segment, gs_strerror(rc));
 		return rc;
-	}
-	/* A single-process server serving this segment would not stop for us.
-	 * (A role that created it a moment ago claims its role right after:
-	 * give it two seconds.) */
-	int32_t owner = 0;
-	bool foreign = false;
-	for (int tries = 0; !created && tries < 100; tries++) {
-		owner = atomic_load(&gs_engine_segment(p->eng)->hdr->owner_pid);
-		bool owner_role = false;
-		for (int r = 0; r < GS_ROLE_COUNT; r++)
-			owner_role |= owner == gs_roles_holder(p->link, (enum gs_role)r);
-		foreign = !owner_role && !gs_seg_owner_dead(gs_engine_segment(p->eng));
-		if (!foreign)
-			break;
-		nap_ms(20);
-	}
-	if (foreign) {
-		fprintf(stderr,
-		        "gsched server: segment %s is served by process %d, a server running "
-		        "every role\n",
-		        o->segment, (int)owner);
-		gs_roles_unclaim(p->link, p->role, pid);
-		return GS_EBUSY;
 	}
 	if (created) {
 		if (!o->quiet)
@@ -225,20 +210,17 @@ int gs_server_run_role(const gs_server_opts *o)
 		return rc;
 	}
 	p.link = gs_engine_roles(p.eng);
-	/* Liveness by a lock on the segment's own object (roles.h): the kernel
+	/* Liveness by a lock on the very object mapped (roles.h): the kernel
 	 * lets go of it when this process dies, however it dies. */
-	int lock_fd = shm_open(o->segment, O_RDWR | O_CLOEXEC, 0);
-	if (lock_fd < 0 || gs_roles_set_lock_fd(p.link, lock_fd) != GS_OK) {
+	const gs_seg *seg = gs_engine_segment(p.eng);
+	if (!seg->has_fd || gs_roles_set_lock_fd(p.link, seg->fd) != GS_OK) {
 		fprintf(stderr, "gsched server: role %s: cannot lock segment %s: %s\n", name,
 		        o->segment, strerror(errno));
-		if (lock_fd >= 0)
-			close(lock_fd);
 		gs_engine_close(p.eng, false);
 		return GS_EIO;
 	}
 	rc = claim_and_repair(o, &p, created);
 	if (rc != GS_OK) {
-		close(lock_fd);
 		gs_engine_close(p.eng, false);
 		return rc;
 	}
@@ -343,7 +325,6 @@ int gs_server_run_role(const gs_server_opts *o)
 		gs_rpc_server_destroy(srv);
 	gs_service_destroy(p.svc);
 	gs_roles_unclaim(p.link, p.role, (int32_t)getpid());
-	close(lock_fd);
 	pthread_rwlock_destroy(&p.gate);
 	if (!o->quiet && rc == GS_OK)
 		fprintf(stderr, "gsched server: role %s stopped\n", name);

@@ -263,13 +263,21 @@ void gs_plm_flush(gs_service *s, uint64_t now_us)
 		s->dirty = w->next_dirty;
 		w->dirty = false;
 		bool sent = false;
-		if (!w->closed && !w->out.oom && w->out.len) {
-			sent = gs_rpc_call_send(w->call, w->out.data, w->out.len) == GS_OK;
+		if (!w->closed && w->out.oom) {
+			/* Acks or results could not be gathered: end the stream
+			 * rather than leave the client without them. */
+			gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED, "out of memory");
+			w->closed = true;
+		} else if (!w->closed && w->out.len) {
+			int rc = gs_rpc_call_send(w->call, w->out.data, w->out.len);
+			sent = rc == GS_OK;
 			if (!sent) {
-				/* The client stopped reading: end its stream rather
-				 * than grow without bound. */
+				/* The client stopped reading (or the message is over the
+				 * limit): end its stream rather than grow without bound. */
 				gs_rpc_call_finish(w->call, GS_RPC_RESOURCE_EXHAUSTED,
-				                   "client too slow: outbound queue full");
+				                   rc == GS_ETOOBIG
+				                       ? "results over the message size limit"
+				                       : "client too slow: outbound queue full");
 				w->closed = true;
 			}
 		}

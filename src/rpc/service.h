@@ -166,8 +166,8 @@ size_t gs_service_link_drain(gs_service *s, uint64_t now_us);
  * ignores one it runs); a Register may have lost a final task, so the PLM
  * delivers the final tasks its waiters wait for and retains every other
  * final task.  A Register also counts the pause as heard from its workers.
- * The parked thread, after the pause, with no engine operation of this
- * process running.
+ * The parked thread, after the pause, while no other thread of this process
+ * operates (it still holds the process's gate for writing).
  */
 void gs_service_link_resync(gs_service *s, uint64_t now_us);
 

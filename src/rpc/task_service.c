@@ -405,6 +405,12 @@ static void stream_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes,
 		 * which another thread may deliver at any moment (the PLM's ring
 		 * thread, another RPC thread), always goes out after its ack. */
 		pthread_mutex_lock(&s->mu);
+		if (rc == GS_OK && w->closed) {
+			/* The stream was ended (a client too slow): a message already
+			 * on its way queues nothing nobody would hear of. */
+			rc = GS_EUNAVAIL;
+			snprintf(err, sizeof(err), "stream closed");
+		}
 		if (rc == GS_OK) {
 			rc = gs_engine_submit(s->eng, &spec, 1, now, &id);
 			if (rc == GS_OK && held) {

@@ -482,6 +482,61 @@ static void t_worker_dead(void **st)
 	gs_engine_close(e, false);
 }
 
+/* A worker orphaned (its server went away) costs its tasks no retry: a task
+ * of 1 retry survives an orphaning and then one real loss, not two; one of
+ * 0 retries is requeued by an orphaning all the same; at GS_MAX_ATTEMPT an
+ * orphaned task keeps its attempt number and stays queued. */
+static void t_worker_orphaned(void **st)
+{
+	(void)st;
+	gs_engine *e = gs_test_engine(64, 8, 4096, 0);
+	uint64_t once = submit1(e, DQ, 5, 1), never = submit1(e, DQ, 4, 0);
+	uint64_t w1 = worker(e, 4);
+	gs_assignment a;
+	assert_int_equal(gs_engine_pop_assign(e, DQ, w1, NOW, &a), GS_OK);
+	assert_int_equal(gs_engine_pop_assign(e, DQ, w1, NOW, &a), GS_OK);
+	struct events ev = {0};
+	assert_int_equal(gs_engine_worker_orphaned(e, w1, NOW, on_event, &ev), GS_OK);
+	assert_int_equal(ev.n, 2);
+	assert_int_equal(ev.state[0], GS_TASK_QUEUED);
+	assert_int_equal(ev.state[1], GS_TASK_QUEUED);
+	gs_task_info ti;
+	assert_int_equal(gs_engine_task_info(e, never, &ti), GS_OK);
+	assert_int_equal(ti.state, GS_TASK_QUEUED);
+	assert_int_equal(ti.attempt, 2);
+	GS_CHECK(e);
+	/* One real loss: `once` still has its retry, `never` has none. */
+	uint64_t w2 = worker(e, 4);
+	assert_int_equal(gs_engine_pop_assign(e, DQ, w2, NOW, &a), GS_OK);
+	assert_int_equal(gs_engine_pop_assign(e, DQ, w2, NOW, &a), GS_OK);
+	assert_int_equal(gs_engine_worker_dead(e, w2, NOW, NULL, NULL), GS_OK);
+	assert_int_equal(state_of(e, once), GS_TASK_QUEUED);
+	assert_int_equal(gs_engine_task_info(e, never, &ti), GS_OK);
+	assert_int_equal(ti.state, GS_TASK_FAILED);
+	assert_int_equal(ti.reason, GS_REASON_WORKER_LOST);
+	/* A second real loss spends `once`'s only retry. */
+	uint64_t w3 = worker(e, 4);
+	assert_int_equal(gs_engine_pop_assign(e, DQ, w3, NOW, &a), GS_OK);
+	assert_int_equal(a.task, once);
+	assert_int_equal(a.attempt, 3);
+	assert_int_equal(gs_engine_worker_dead(e, w3, NOW, NULL, NULL), GS_OK);
+	assert_int_equal(state_of(e, once), GS_TASK_FAILED);
+	GS_CHECK(e);
+	/* Orphaned again and again: queued for good, the attempt capped. */
+	uint64_t t = submit1(e, DQ, 3, 0);
+	for (int i = 0; i < GS_MAX_ATTEMPT + 5; i++) {
+		uint64_t w = worker(e, 1);
+		assert_int_equal(gs_engine_pop_assign(e, DQ, w, NOW, &a), GS_OK);
+		assert_int_equal(a.task, t);
+		assert_int_equal(gs_engine_worker_orphaned(e, w, NOW, NULL, NULL), GS_OK);
+		assert_int_equal(state_of(e, t), GS_TASK_QUEUED);
+	}
+	assert_int_equal(gs_engine_task_info(e, t, &ti), GS_OK);
+	assert_int_equal(ti.attempt, GS_MAX_ATTEMPT);
+	GS_CHECK(e);
+	gs_engine_close(e, false);
+}
+
 /* --- capacity ------------------------------------------------------------------ */
 
 static void t_table_full(void **st)
@@ -1123,6 +1178,7 @@ int main(void)
 	    cmocka_unit_test(t_delayed_cancel_release),
 	    cmocka_unit_test(t_stats),
 	    cmocka_unit_test(t_workers),
+	    cmocka_unit_test(t_worker_orphaned),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -290,6 +290,41 @@ static void t_restore_delayed(void **st)
 	gs_engine_close(b, false);
 }
 
+/* A task that was on a worker when the server went down comes back with the
+ * next attempt number, and that attempt costs it no retry: with 1 retry it
+ * still survives one real worker loss. */
+static void t_restore_retry_free(void **st)
+{
+	(void)st;
+	gs_engine *b = fresh();
+	gs_restore_task t = {.id = gs_task_id(5, 2),
+	                     .state = GS_TASK_RUNNING,
+	                     .queue = DQ,
+	                     .max_retries = 1,
+	                     .submitted_us = NOW,
+	                     .attempt = 1};
+	assert_int_equal(gs_engine_restore(b, &t, NOW), GS_OK);
+	assert_int_equal(gs_engine_restore_finish(b, 10, NULL), GS_OK);
+	uint64_t w = 0;
+	assert_int_equal(gs_engine_worker_register(b, 1, 1ull << DQ, NOW, &w), GS_OK);
+	gs_assignment a;
+	assert_int_equal(gs_engine_pop_assign(b, DQ, w, NOW, &a), GS_OK);
+	assert_int_equal(a.attempt, 2);
+	assert_int_equal(gs_engine_worker_dead(b, w, NOW, NULL, NULL), GS_OK);
+	gs_task_info ti;
+	assert_int_equal(gs_engine_task_info(b, t.id, &ti), GS_OK);
+	assert_int_equal(ti.state, GS_TASK_QUEUED);
+	assert_int_equal(ti.attempt, 3);
+	/* The next loss is its second real one: its retry is spent. */
+	assert_int_equal(gs_engine_worker_register(b, 1, 1ull << DQ, NOW, &w), GS_OK);
+	assert_int_equal(gs_engine_pop_assign(b, DQ, w, NOW, &a), GS_OK);
+	assert_int_equal(gs_engine_worker_dead(b, w, NOW, NULL, NULL), GS_OK);
+	assert_int_equal(gs_engine_task_info(b, t.id, &ti), GS_OK);
+	assert_int_equal(ti.state, GS_TASK_FAILED);
+	GS_CHECK(b);
+	gs_engine_close(b, false);
+}
+
 static void t_restore_bad_input(void **st)
 {
 	(void)st;
@@ -384,7 +419,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(t_restore_roundtrip), cmocka_unit_test(t_restore_delayed),
 	    cmocka_unit_test(t_restore_bad_input), cmocka_unit_test(t_restore_arena_full),
-	    cmocka_unit_test(t_task_at),
+	    cmocka_unit_test(t_task_at),           cmocka_unit_test(t_restore_retry_free),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

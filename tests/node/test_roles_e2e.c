@@ -581,7 +581,7 @@ static void test_bad_invocations(void **state)
 	const char *plain[] = {"server", "--listen", other, "--segment", e->seg, NULL};
 	int code = run_refused("plain-server", plain);
 	assert_true(code != 0);
-	assert_true(log_has("plain-server", "served by role processes"));
+	assert_true(log_has("plain-server", "served by other processes"));
 	char holder[64];
 	snprintf(holder, sizeof(holder), "(plm: pid %d)", (int)e->role[PLM]);
 	assert_true(log_has("plain-server", holder));
