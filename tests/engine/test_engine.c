@@ -524,7 +524,7 @@ static void t_worker_orphaned(void **st)
 	GS_CHECK(e);
 	/* Orphaned again and again: queued for good, the attempt capped. */
 	uint64_t t = submit1(e, DQ, 3, 0);
-	for (int i = 0; i < GS_MAX_ATTEMPT + 5; i++) {
+	for (uint32_t i = 0; i < GS_MAX_ATTEMPT + 5; i++) {
 		uint64_t w = worker(e, 1);
 		assert_int_equal(gs_engine_pop_assign(e, DQ, w, NOW, &a), GS_OK);
 		assert_int_equal(a.task, t);
