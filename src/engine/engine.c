@@ -46,6 +46,7 @@ int gs_engine_create(const gs_engine_opts *o, gs_engine **out)
 	gs_task_heap_queue(&e->th, "default", true, &q);
 	/* release: every region is formatted before an attacher sees ready. */
 	atomic_store_explicit(&e->seg.hdr->ready, 1, memory_order_release);
+	gs_seg_made(&e->seg);
 	*out = e;
 	return GS_OK;
 }
@@ -63,10 +64,11 @@ int gs_engine_attach(const char *name, gs_engine **out, bool *owner_dead)
 		return rc;
 	}
 	if (!atomic_load_explicit(&e->seg.hdr->ready, memory_order_acquire)) {
-		/* Its creator died before formatting it: nothing was ever in it. */
+		/* Being made right now, or its creator died before it was ready:
+		 * nothing was ever in it (gs_engine_create makes it again). */
 		gs_seg_detach(&e->seg);
 		free(e);
-		return GS_ELAYOUT;
+		return GS_ENOTFOUND;
 	}
 	bind_all(e, false);
 	if (owner_dead)

@@ -130,7 +130,10 @@ typedef void (*gs_task_event_fn)(uint64_t task, uint32_t new_state, void *arg);
 int gs_engine_create(const gs_engine_opts *o, gs_engine **out);
 
 /*
- * Attaches an existing named segment.  GS_ENOTFOUND, GS_ELAYOUT.  If its
+ * Attaches an existing named segment.  GS_ENOTFOUND (none, or one not ready:
+ * being made, or abandoned by a creator that died; gs_engine_create then
+ * makes it again, or fails with GS_EIO / EEXIST while a live creator is at
+ * it), GS_ELAYOUT.  If its
  * owner is dead, *owner_dead is set: call gs_engine_recover() once no other
  * process operates on it.
  */

@@ -104,6 +104,51 @@ static int name_check(const char *name)
 	return GS_OK;
 }
 
+/* Byte of a named segment's object locked (F_OFD_SETLK) by whoever is making
+ * it, from before its size is set until gs_seg_made: a segment not ready
+ * whose lock is free was abandoned by a creator that died. */
+
+static int making_lock(int fd, short type)
+{
+	struct flock fl = {
+	    .l_type = type, .l_whence = SEEK_SET, .l_start = GS_SEG_MAKING_LOCK_BYTE, .l_len = 1};
+	return fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/*
+ * The name exists (EEXIST): take it over if it was abandoned unfinished.
+ * Returns the descriptor, locked and emptied, or -1 with errno EEXIST
+ * (finished, or being made by a live process: attach it) or another error.
+ */
+static int take_unfinished(const char *name)
+{
+	int fd = shm_open(name, O_RDWR, 0);
+	if (fd < 0)
+		return -1;
+	if (making_lock(fd, F_WRLCK) != 0) {
+		close(fd); /* its maker is alive */
+		errno = EEXIST;
+		return -1;
+	}
+	struct stat st;
+	bool ready = false;
+	if (fstat(fd, &st) == 0 && (size_t)st.st_size >= sizeof(struct gs_seg_header)) {
+		struct gs_seg_header *h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+		if (h != MAP_FAILED) {
+			ready = atomic_load_explicit(&h->ready, memory_order_acquire) != 0;
+			munmap(h, sizeof(*h));
+		}
+	}
+	/* Empty it: a fresh segment is all zeros, which formatting relies on
+	 * (nobody maps a segment that is not ready). */
+	if (ready || ftruncate(fd, 0) != 0) {
+		close(fd);
+		errno = EEXIST;
+		return -1;
+	}
+	return fd;
+}
+
 int gs_seg_create(const char *name, const gs_geom *geom, bool replace, gs_seg *out)
 {
 	gs_geom g = *geom;
@@ -121,6 +166,15 @@ int gs_seg_create(const char *name, const gs_geom *geom, bool replace, gs_seg *o
 		if (replace)
 			shm_unlink(name);
 		int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+		if (fd >= 0 && making_lock(fd, F_WRLCK) != 0) {
+			int e = errno;
+			close(fd);
+			shm_unlink(name);
+			errno = e;
+			return GS_EIO;
+		}
+		if (fd < 0 && errno == EEXIST && !replace)
+			fd = take_unfinished(name);
 		if (fd < 0)
 			return GS_EIO;
 		if (ftruncate(fd, (off_t)L.total) != 0) {
@@ -175,9 +229,13 @@ int gs_seg_attach(const char *name, gs_seg *out)
 	if (fd < 0)
 		return errno == ENOENT ? GS_ENOTFOUND : GS_EIO;
 	struct stat st;
-	if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct gs_seg_header)) {
+	if (fstat(fd, &st) != 0) {
 		close(fd);
-		return GS_ELAYOUT;
+		return GS_EIO;
+	}
+	if ((size_t)st.st_size < sizeof(struct gs_seg_header)) {
+		close(fd);
+		return GS_ENOTFOUND; /* being made, or abandoned before its size was set */
 	}
 	void *base = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	if (base == MAP_FAILED) {
@@ -185,6 +243,12 @@ int gs_seg_attach(const char *name, gs_seg *out)
 		return GS_EIO;
 	}
 	struct gs_seg_header *h = base;
+	if (h->magic == 0) {
+		/* Nothing written yet: being made, or abandoned (gs_seg_create). */
+		munmap(base, (size_t)st.st_size);
+		close(fd);
+		return GS_ENOTFOUND;
+	}
 	gs_layout L;
 	gs_layout_compute(&h->geom, &L);
 	if (h->magic != GS_SEG_MAGIC || h->version != GS_SEG_VERSION ||
@@ -202,6 +266,12 @@ int gs_seg_attach(const char *name, gs_seg *out)
 	out->named = true;
 	snprintf(out->name, sizeof(out->name), "%s", name);
 	return GS_OK;
+}
+
+void gs_seg_made(gs_seg *s)
+{
+	if (s->has_fd)
+		making_lock(s->fd, F_UNLCK);
 }
 
 void gs_seg_detach(gs_seg *s)

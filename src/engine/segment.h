@@ -91,14 +91,27 @@ typedef struct gs_seg {
  * Creates a segment of geometry *g.  name: NULL for an anonymous mapping
  * (shared with children forked later), else a POSIX shm name ("/gsched-x");
  * an existing object of that name is an error (GS_EIO, errno EEXIST) unless
- * `replace` is true, in which case it is unlinked first.  The creator becomes
- * the owner.  On error nothing is left behind.
+ * `replace` is true, in which case it is unlinked first, or unless it was
+ * abandoned unfinished (its creator died before gs_seg_made: nothing was
+ * ever in it), in which case it is made again in place.  A named segment is
+ * locked as "being made" until gs_seg_made.  The creator becomes the owner.
+ * On error nothing is left behind.
  */
 int gs_seg_create(const char *name, const gs_geom *g, bool replace, gs_seg *out);
 
+/* The byte of a named segment's object its maker locks (F_OFD_SETLK) while
+ * making it. */
+#define GS_SEG_MAKING_LOCK_BYTE 64
+
+/* The creator's last step, once the segment is formatted and marked ready:
+ * lets go of the "being made" lock. */
+void gs_seg_made(gs_seg *s);
+
 /*
  * Attaches an existing named segment.  Fails with GS_ELAYOUT if its magic,
- * version or size do not match this build, GS_ENOTFOUND if it does not exist.
+ * version or size do not match this build, GS_ENOTFOUND if it does not exist
+ * or nothing was written in it yet (being made, or abandoned by a creator
+ * that died: gs_seg_create makes it again).
  */
 int gs_seg_attach(const char *name, gs_seg *out);
 

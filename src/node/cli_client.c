@@ -21,9 +21,10 @@
 #include "gsched_client.h"
 #include "rpc_tls.h"
 
-#define CONNECT_TIMEOUT_MS 3000
-#define SUBMIT_BATCH       1000
-#define WAIT_ROUND_MS      500
+#define CONNECT_TIMEOUT_MS  3000
+#define SUBMIT_BATCH        1000
+#define WAIT_ROUND_MS       500
+#define WAIT_UNAVAILABLE_MS 60000 /* `wait` rides out a server down this long */
 
 /* The security flags of this client subcommand (set by its option parser). */
 static struct gs_cli_sec g_sec;
@@ -159,6 +160,7 @@ static int wait_and_print(struct gs_client *c, const uint64_t *ids, size_t n,
 		goto out;
 	}
 	size_t printed = 0, n_final = 0;
+	uint64_t unavailable_since = 0; /* monotonic ms of the first failed round in a row */
 	while (n_final < n && !*stop) {
 		size_t k = 0;
 		for (size_t i = 0; i < n && k < 4096; i++)
@@ -167,6 +169,24 @@ static int wait_and_print(struct gs_client *c, const uint64_t *ids, size_t n,
 				pend[k++] = ids[i];
 			}
 		int rc = gs_client_wait(c, pend, k, WAIT_ROUND_MS, tmp);
+		if (rc == GS_EUNAVAIL) {
+			/* The server is down or restarting (its roles too): the
+			 * tasks are still there; keep waiting a while. */
+			gs_client_results_free(tmp, k);
+			uint64_t now = gs_cli_mono_us() / 1000;
+			if (!unavailable_since) {
+				unavailable_since = now;
+				fprintf(stderr, "gsched: %s; retrying for up to %d s\n",
+				        gs_client_error(c), WAIT_UNAVAILABLE_MS / 1000);
+			} else if (now - unavailable_since > WAIT_UNAVAILABLE_MS) {
+				fprintf(stderr, "gsched: %s\n", gs_client_error(c));
+				status = 1;
+				break;
+			}
+			gs_cli_sleep_ms(200);
+			continue;
+		}
+		unavailable_since = 0;
 		if (rc != GS_OK && rc != GS_ETIMEOUT) {
 			fprintf(stderr, "gsched: %s\n", gs_client_error(c));
 			gs_client_results_free(tmp, k);

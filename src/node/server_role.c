@@ -51,8 +51,9 @@ static uint64_t mono_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* Attaches the segment, or creates it when there is none.  Two roles
- * starting at once: one creates, the other waits until it is formatted. */
+/* Attaches the segment, or creates it when there is none (or only one
+ * abandoned unfinished by a creator that died).  Two roles starting at
+ * once: one creates, the other waits until it is ready (GS_EBUSY after 5 s). */
 static int open_segment(const gs_server_opts *o, gs_engine **eng, bool *created)
 {
 	gs_engine_opts eo = {.segment_name = o->segment, .geom = o->geom};
@@ -60,15 +61,16 @@ static int open_segment(const gs_server_opts *o, gs_engine **eng, bool *created)
 	for (;;) {
 		int rc = gs_engine_attach(o->segment, eng, NULL);
 		*created = false;
-		if (rc == GS_ENOTFOUND) {
-			rc = gs_engine_create(&eo, eng);
-			*created = rc == GS_OK;
-			if (rc == GS_EIO && errno == EEXIST)
-				rc = GS_ELAYOUT; /* created by another role meanwhile */
-		}
-		if (rc != GS_ELAYOUT || mono_ms() >= until)
+		if (rc != GS_ENOTFOUND)
 			return rc;
-		nap_ms(10); /* not formatted yet, or another layout (then we give up) */
+		rc = gs_engine_create(&eo, eng);
+		*created = rc == GS_OK;
+		if (!(rc == GS_EIO && errno == EEXIST))
+			return rc;
+		/* Being made by another role right now: attach it once ready. */
+		if (mono_ms() >= until)
+			return GS_EBUSY;
+		nap_ms(10);
 	}
 }
 
@@ -182,7 +184,8 @@ static int claim_and_repair(const gs_server_opts *o, struct role_proc *p, bool c
 	}
 	if (!o->quiet)
 		fprintf(stderr,
-		        "gsched server: role %s attached segment %s (start %llu%s; repaired in "
+		        "gsched server: role %s attached segment %s (start %llu%s; paused the "
+		        "others and repaired in "
 		        "%.1f ms: %u requeued, %u half-submitted freed, %u half-recorded results "
 		        "undone, %u orphans requeued)\n",
 		        name, o->segment, (unsigned long long)gs_roles_starts(p->link, p->role),

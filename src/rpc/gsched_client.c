@@ -468,6 +468,12 @@ static int wait_once(struct gs_client *c, const uint64_t *ids, size_t n, uint32_
 	pbw_free(&w);
 	if (rc != GS_OK) {
 		gs_rpc_reply_free(&rep);
+		/* The call's own deadline (a server stalled or restarting) is not
+		 * the wait's timeout: nothing was learned about the tasks. */
+		if (rc == GS_ETIMEOUT) {
+			set_err(c, "Wait: %s%s", "the server did not answer in time", "");
+			rc = GS_EUNAVAIL;
+		}
 		return rc;
 	}
 	Gsched__V1__WaitResponse *m = gsched__v1__wait_response__unpack(NULL, rep.len, rep.data);

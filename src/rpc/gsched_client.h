@@ -181,10 +181,14 @@ int gs_client_submit_idem(struct gs_client *c, const char *idempotency_key,
                           const struct gs_client_spec *specs, size_t n, uint64_t *ids_out);
 
 /* Waits until all n tasks are final or timeout_ms passes (< 0: no limit).
- * results_out[n] is always filled (non-final tasks with their current state,
- * unknown IDs as GS_CLIENT_UNKNOWN); free with gs_client_results_free.
- * GS_OK when every task is final, GS_ETIMEOUT otherwise.  A final result
- * returned here has been fetched: the server forgets the task. */
+ * results_out[n] is always filled; free with gs_client_results_free.
+ * GS_OK when every task is final; GS_ETIMEOUT when timeout_ms passed first
+ * (non-final tasks with their current state, unknown IDs as
+ * GS_CLIENT_UNKNOWN).  Any other error (GS_EUNAVAIL: the server is down,
+ * restarting or did not answer in time): the tasks the server did not
+ * answer for read GS_CLIENT_UNKNOWN, which then says nothing about them;
+ * wait again.  A final result returned here has been fetched: the server
+ * forgets the task. */
 int gs_client_wait(struct gs_client *c, const uint64_t *ids, size_t n, int timeout_ms,
                    struct gs_client_result *results_out);
 /* Current status of n tasks (with output if include_output). */

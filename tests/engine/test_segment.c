@@ -1,7 +1,9 @@
 /*
  * test_segment.c - named segments: attach sees the creator's engine, a
  * segment of another layout is refused (GS_ELAYOUT), a missing one is
- * GS_ENOTFOUND, and a dead owner is detected and recovered from.
+ * GS_ENOTFOUND, and so is one not ready (being made, or abandoned by a maker
+ * that died, which gs_engine_create makes again in place), and a dead owner
+ * is detected and recovered from.
  */
 #include "test_util.h"
 
@@ -136,7 +138,7 @@ static void t_layout(void **st)
 	expect_layout(&h->geom.max_payload, 4, 2u << 20);
 	expect_layout(&h->geom.arena_bytes, 8, 2u << 20);
 	expect_layout(&h->layout.arena, 8, h->layout.arena + 4096);
-	/* Not formatted (ready never set): also refused. */
+	/* Not ready (ready never set): not there yet. */
 	uint32_t one = 1;
 	atomic_store(&h->ready, 0);
 	gs_engine *a = NULL;
@@ -145,17 +147,45 @@ static void t_layout(void **st)
 	atomic_store(&h->ready, one);
 	if (rc == GS_OK)
 		gs_engine_close(a, false);
-	assert_int_equal(rc, GS_ELAYOUT);
+	assert_int_equal(rc, GS_ENOTFOUND);
 	gs_engine_close(c, true);
 
-	/* An object of that name that is too small or of another size. */
+	/* An object of that name nothing was written in (a maker that died
+	 * before or after setting its size): not there either. */
 	int fd = shm_open(seg_name, O_RDWR | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(ftruncate(fd, 16), 0);
-	assert_int_equal(gs_engine_attach(seg_name, &a, &dead), GS_ELAYOUT);
+	assert_int_equal(gs_engine_attach(seg_name, &a, &dead), GS_ENOTFOUND);
 	assert_int_equal(ftruncate(fd, 1 << 20), 0);
-	assert_int_equal(gs_engine_attach(seg_name, &a, &dead), GS_ELAYOUT);
+	assert_int_equal(gs_engine_attach(seg_name, &a, &dead), GS_ENOTFOUND);
+	/* While a live maker holds it, creating it is refused (attach it later)... */
+	struct flock fl = {.l_type = F_WRLCK,
+	                   .l_whence = SEEK_SET,
+	                   .l_start = GS_SEG_MAKING_LOCK_BYTE,
+	                   .l_len = 1};
+	assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
+	gs_engine_opts mo = {.segment_name = seg_name, .geom = {.max_tasks = 128}};
+	errno = 0;
+	assert_int_equal(gs_engine_create(&mo, &a), GS_EIO);
+	assert_int_equal(errno, EEXIST);
+	/* ...once its maker is gone, it is made again in place and works. */
+	fl.l_type = F_UNLCK;
+	assert_int_equal(fcntl(fd, F_OFD_SETLK, &fl), 0);
 	close(fd);
+	assert_int_equal(gs_engine_create(&mo, &a), GS_OK);
+	uint64_t id = 0;
+	gs_task_spec sp = gs_test_spec(DQ, 1, "x", 1);
+	assert_int_equal(gs_engine_submit(a, &sp, 1, NOW, &id), GS_OK);
+	gs_engine *b = NULL;
+	assert_int_equal(gs_engine_attach(seg_name, &b, &dead), GS_OK);
+	gs_task_info ti;
+	assert_int_equal(gs_engine_task_info(b, id, &ti), GS_OK);
+	gs_engine_close(b, false);
+	gs_engine_close(a, false);
+	/* A ready segment is never taken over: creating it stays an error. */
+	errno = 0;
+	assert_int_equal(gs_engine_create(&mo, &a), GS_EIO);
+	assert_int_equal(errno, EEXIST);
 	assert_int_equal(gs_seg_unlink(seg_name), GS_OK);
 }
 
