@@ -260,7 +260,8 @@ static void give_back(gs_roles *v, int32_t pid, bool completed)
 	futex_wake_all(&v->r->pause_word);
 }
 
-int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
+int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms,
+                   gs_roles_blocker *why)
 {
 	if ((unsigned)self >= GS_ROLE_COUNT || pid <= 0)
 		return GS_EINVAL;
@@ -281,8 +282,12 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
 		           atomic_compare_exchange_strong(&v->r->pauser, &cur, pid)) {
 			break;
 		}
-		if (mono_ms() >= deadline)
+		if (mono_ms() >= deadline) {
+			if (why)
+				*why =
+				    (gs_roles_blocker){GS_ROLE_COUNT, atomic_load(&v->r->pauser)};
 			return GS_ETIMEOUT;
+		}
 		nap_ms(1);
 	}
 	uint32_t w = atomic_load(&v->r->pause_word);
@@ -306,6 +311,8 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms)
 				break;
 			if (mono_ms() >= deadline) {
 				give_back(v, pid, false);
+				if (why)
+					*why = (gs_roles_blocker){r, h};
 				return GS_ETIMEOUT;
 			}
 			nap_ms(1);

@@ -99,15 +99,24 @@ uint64_t gs_roles_starts(const gs_roles *v, enum gs_role role);
 
 /* --- the pause ------------------------------------------------------------ */
 
+/* What a pause that timed out waited for. */
+typedef struct gs_roles_blocker {
+	int role;    /* the role that did not park; GS_ROLE_COUNT: the pause itself
+	                (another process's restart held it) */
+	int32_t pid; /* its recorded process ID */
+} gs_roles_blocker;
+
 /*
  * Stops every other role: takes the pause (waiting while another live
  * process holds it; one that died holding it is replaced) and waits until
  * each role held by a live process other than pid has parked.  Then the
  * caller alone operates on the engine until gs_roles_resume.  GS_ETIMEOUT
- * after timeout_ms (the pause is then given back).  Only a role's process
- * that holds no engine operation half-done may call it.
+ * after timeout_ms (the pause is then given back; *why, if not NULL, says
+ * what it waited for).  Only a role's process that holds no engine
+ * operation half-done may call it.
  */
-int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms);
+int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms,
+                   gs_roles_blocker *why);
 /* Lets the parked roles go on. */
 void gs_roles_resume(gs_roles *v, int32_t pid);
 

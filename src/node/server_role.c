@@ -164,12 +164,20 @@ static int claim_and_repair(const gs_server_opts *o, struct role_proc *p, bool c
 		return GS_OK;
 	}
 	uint64_t t0 = gs_now_us();
-	rc = gs_roles_pause(p->link, p->role, pid, PAUSE_TIMEOUT_MS);
+	gs_roles_blocker why = {GS_ROLE_COUNT, 0};
+	rc = gs_roles_pause(p->link, p->role, pid, PAUSE_TIMEOUT_MS, &why);
 	if (rc != GS_OK) {
-		fprintf(stderr,
-		        "gsched server: role %s: the other roles did not stop for the repair "
-		        "within %d ms\n",
-		        name, PAUSE_TIMEOUT_MS);
+		if (why.role < GS_ROLE_COUNT)
+			fprintf(stderr,
+			        "gsched server: role %s: role %s (pid %d) did not stop for the "
+			        "repair within %d ms (is it stopped or hung?); not started\n",
+			        name, gs_role_name((enum gs_role)why.role), (int)why.pid,
+			        PAUSE_TIMEOUT_MS);
+		else
+			fprintf(stderr,
+			        "gsched server: role %s: another restart (pid %d) held the pause "
+			        "for %d ms; not started\n",
+			        name, (int)why.pid, PAUSE_TIMEOUT_MS);
 		gs_roles_unclaim(p->link, p->role, pid);
 		return rc;
 	}

@@ -319,7 +319,7 @@ static void t_pause_parks(void **state)
 	assert_true(wait_for(sched, 10, 10000) && wait_for(reg, 10, 10000));
 	uint64_t pauses = gs_roles_pauses(f->v);
 	for (int round = 0; round < 5; round++) {
-		assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 10000), GS_OK);
+		assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 10000, NULL), GS_OK);
 		uint32_t w;
 		assert_true(gs_roles_pause_pending(f->v, 0, &w));
 		/* Nobody is mid-operation, and nobody operates while we hold it. */
@@ -355,14 +355,17 @@ static void t_pause_timeout_and_dead_role(void **state)
 	pid_t pid = spawn(f, child_stubborn, GS_ROLE_REGISTER);
 	assert_true(wait_for(&f->shared[0], 1, 10000));
 	uint64_t t0 = gs_test_mono_us();
-	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 200), GS_ETIMEOUT);
+	gs_roles_blocker why = {-1, 0};
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 200, &why), GS_ETIMEOUT);
 	assert_true(gs_test_mono_us() - t0 >= 190000);
+	assert_int_equal(why.role, GS_ROLE_REGISTER); /* who did not park */
+	assert_int_equal(why.pid, pid);
 	uint32_t w;
 	assert_false(gs_roles_pause_pending(f->v, 0, &w)); /* given back */
 	/* Once it is dead it is not waited for. */
 	reap(f, pid, true);
 	t0 = gs_test_mono_us();
-	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 5000), GS_OK);
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 5000, NULL), GS_OK);
 	assert_true(gs_test_mono_us() - t0 < 1000000);
 	gs_roles_resume(f->v, me);
 }
@@ -370,7 +373,7 @@ static void t_pause_timeout_and_dead_role(void **state)
 /* Takes the pause as the scheduler, says so, and waits to be killed. */
 static void child_pauser(struct fixture *f, int r)
 {
-	if (gs_roles_pause(f->v, (enum gs_role)r, (int32_t)getpid(), 5000) != GS_OK)
+	if (gs_roles_pause(f->v, (enum gs_role)r, (int32_t)getpid(), 5000, NULL) != GS_OK)
 		_exit(3);
 	atomic_store(&f->shared[0], 1);
 	for (;;)
@@ -387,14 +390,17 @@ static void t_dead_pauser_replaced(void **state)
 	pid_t pauser = spawn(f, child_pauser, GS_ROLE_SCHEDULER);
 	assert_true(wait_for(&f->shared[0], 1, 10000));
 	/* While the pauser lives, nobody else gets the pause; the register is parked. */
-	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 100), GS_ETIMEOUT);
+	gs_roles_blocker why = {-1, 0};
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 100, &why), GS_ETIMEOUT);
+	assert_int_equal(why.role, GS_ROLE_COUNT); /* the pause itself was taken */
+	assert_int_equal(why.pid, pauser);
 	uint64_t r0 = atomic_load(reg);
 	usleep(30000);
 	assert_int_equal(atomic_load(reg), r0);
 	/* It dies mid-pause: the next pauser takes over, the register stays
 	 * parked until that one resumes. */
 	reap(f, pauser, true);
-	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 5000), GS_OK);
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 5000, NULL), GS_OK);
 	usleep(30000);
 	assert_int_equal(atomic_load(reg), r0);
 	gs_roles_resume(f->v, me);
@@ -405,7 +411,7 @@ static void t_activate_during_pause(void **state)
 {
 	struct fixture *f = *state;
 	int32_t me = (int32_t)getpid();
-	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 1000), GS_OK);
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 1000, NULL), GS_OK);
 	spawn(f, child_role, GS_ROLE_SCHEDULER);
 	_Atomic uint64_t *sched = &f->shared[1 + GS_ROLE_SCHEDULER];
 	usleep(100000);
@@ -492,9 +498,9 @@ static void t_locks(void **state)
 	atomic_store(&f->shared[0], 0);
 	pid_t pauser = spawn(f, child_pauser_locked, GS_ROLE_REGISTER);
 	assert_true(wait_for(&f->shared[0], 1, 10000));
-	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 100), GS_ETIMEOUT);
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 100, NULL), GS_ETIMEOUT);
 	reap(f, pauser, true);
-	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 5000), GS_OK);
+	assert_int_equal(gs_roles_pause(f->v, GS_ROLE_PLM, me, 5000, NULL), GS_OK);
 	gs_roles_resume(f->v, me);
 	uint32_t w;
 	assert_false(gs_roles_pause_pending(f->v, 0, &w));
