@@ -23,39 +23,22 @@ gsched=$build/gsched
 [ -x "$gsched" ] || { echo "durability: $gsched not built (make build)" >&2; exit 1; }
 export PEER_BIN=${PEER_BIN:-$build/bench/peers}
 
+bench_name=durability
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 tmp=$(mktemp -d /tmp/gs-durability.XXXXXX)
-pids=()
-cleanup() {
-	local i
-	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
-	done
-	pids=()
-}
-trap 'cleanup; rm -rf "$tmp"' EXIT INT TERM
+trap 'bench_stop_all; rm -rf "$tmp"' EXIT INT TERM
 
 # One gsched run; $1: extra server flags.  Prints tasks/s.
 gsched_run() {
-	local log=$tmp/server.log port i
 	rm -rf "$tmp/data"
 	mkdir -p "$tmp/data"
 	# shellcheck disable=SC2086
-	"$gsched" server --listen 127.0.0.1:0 $1 >"$log" 2>&1 &
-	pids+=($!)
-	for ((i = 0; i < 100; i++)); do
-		port=$(grep -o '(port [0-9]*' "$log" | head -1 | awk '{print $2}')
-		[ -n "$port" ] && break
-		sleep 0.05
-	done
-	[ -n "$port" ] || { echo "durability: the server did not start:" >&2; cat "$log" >&2; exit 1; }
-	"$gsched" worker --server "127.0.0.1:$port" --slots 4 --quiet >/dev/null 2>&1 &
-	pids+=($!)
-	"$gsched" worker --server "127.0.0.1:$port" --slots 4 --quiet >/dev/null 2>&1 &
-	pids+=($!)
+	bench_server "$tmp/server.log" $1
+	bench_workers "$port" 2
 	"$gsched" bench --server "127.0.0.1:$port" --mode throughput --tasks 100000 --json |
 		python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ok"], d; print(int(d["tasks_per_s"]))'
-	cleanup
+	bench_stop_all
 }
 
 # One beanstalkd run; $1: its fsync interval in ms, or "" for no binlog.

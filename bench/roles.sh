@@ -22,53 +22,31 @@ build=${BUILD:-$here/../build}
 gsched=$build/gsched
 [ -x "$gsched" ] || { echo "roles: $gsched not built (make build)" >&2; exit 1; }
 
+bench_name=roles
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 tmp=$(mktemp -d /tmp/gs-roles.XXXXXX)
 seg=/gsched-bench-roles-$$
-pids=()
 cleanup() {
-	local i
-	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-		kill "${pids[i]}" 2>/dev/null || true
-		wait "${pids[i]}" 2>/dev/null || true
-	done
-	pids=()
+	bench_stop_all
 	rm -f "/dev/shm$seg"
 }
 trap 'cleanup; rm -rf "$tmp"' EXIT INT TERM
-
-# Starts `gsched server --listen 127.0.0.1:0 $2...`, logging to $tmp/$1.log;
-# sets $port to its port.
-start() {
-	local log=$tmp/$1.log i
-	shift
-	"$gsched" server --listen 127.0.0.1:0 "$@" >"$log" 2>&1 &
-	pids+=($!)
-	port=
-	for ((i = 0; i < 200; i++)); do
-		port=$(grep -o '(port [0-9]*' "$log" | head -1 | awk '{print $2}' || true)
-		[ -n "$port" ] && break
-		sleep 0.05
-	done
-	[ -n "$port" ] || { echo "roles: a server did not start:" >&2; cat "$log" >&2; exit 1; }
-}
 
 # One run of configuration $1; sets $result to "p50 p99 tasks/s".
 run() {
 	local client worker lat tput
 	if [ "$1" = threads ]; then
-		start server
+		bench_server "$tmp/server.log"
 		client=$port worker=$port
 	else
-		start plm --role plm --segment "$seg"
+		bench_server "$tmp/plm.log" --role plm --segment "$seg"
 		client=$port
-		start scheduler --role scheduler --segment "$seg"
-		start register --role register --segment "$seg"
+		bench_server "$tmp/scheduler.log" --role scheduler --segment "$seg"
+		bench_server "$tmp/register.log" --role register --segment "$seg"
 		worker=$port
 	fi
-	for _ in 1 2; do
-		"$gsched" worker --server "127.0.0.1:$worker" --slots 4 --quiet >/dev/null 2>&1 &
-		pids+=($!)
-	done
+	bench_workers "$worker" 2
 	lat=$("$gsched" bench --server "127.0.0.1:$client" --mode latency --tasks 5000 --json |
 		python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ok"], d; print(d["p50_us"], d["p99_us"])')
 	tput=$("$gsched" bench --server "127.0.0.1:$client" --mode throughput --tasks 100000 --json |

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gs_clock.h"
 #include "gs_error.h"
 #include "segment.h"
 
@@ -169,19 +170,6 @@ int gs_roles_set_lock_fd(gs_roles *v, int fd)
 	return GS_OK;
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static void nap_ms(long ms)
-{
-	struct timespec ts = {0, ms * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 /* --- claims ------------------------------------------------------------------ */
 
 int gs_roles_claim(gs_roles *v, enum gs_role role, int32_t pid, int32_t *holder, bool *restart)
@@ -265,7 +253,7 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms,
 {
 	if ((unsigned)self >= GS_ROLE_COUNT || pid <= 0)
 		return GS_EINVAL;
-	uint64_t deadline = mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+	uint64_t deadline = gs_clock_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 	/* The pauser's seat: one pause at a time; a dead holder is replaced
 	 * (its pause word stays odd: the parked roles stay parked for us). */
 	for (;;) {
@@ -282,13 +270,13 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms,
 		           atomic_compare_exchange_strong(&v->r->pauser, &cur, pid)) {
 			break;
 		}
-		if (mono_ms() >= deadline) {
+		if (gs_clock_mono_ms() >= deadline) {
 			if (why)
 				*why =
 				    (gs_roles_blocker){GS_ROLE_COUNT, atomic_load(&v->r->pauser)};
 			return GS_ETIMEOUT;
 		}
-		nap_ms(1);
+		gs_clock_sleep_ms(1);
 	}
 	uint32_t w = atomic_load(&v->r->pause_word);
 	if (!(w & 1u)) {
@@ -309,13 +297,13 @@ int gs_roles_pause(gs_roles *v, enum gs_role self, int32_t pid, int timeout_ms,
 				break;
 			if (atomic_load(&v->r->role[r].parked) == w)
 				break;
-			if (mono_ms() >= deadline) {
+			if (gs_clock_mono_ms() >= deadline) {
 				give_back(v, pid, false);
 				if (why)
 					*why = (gs_roles_blocker){r, h};
 				return GS_ETIMEOUT;
 			}
-			nap_ms(1);
+			gs_clock_sleep_ms(1);
 		}
 	}
 	return GS_OK;

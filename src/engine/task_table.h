@@ -56,6 +56,12 @@ enum gs_task_state {
 	GS_TASK_RELEASED = 10,
 };
 
+/* DONE, FAILED or CANCELLED: the task has its one final result. */
+static inline bool gs_task_state_final(uint32_t st)
+{
+	return st == GS_TASK_DONE || st == GS_TASK_FAILED || st == GS_TASK_CANCELLED;
+}
+
 /* Why a task ended the way it did, beside its exit status. */
 enum gs_task_reason {
 	GS_REASON_NONE = 0,

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "gs_clock.h"
 #include "gs_error.h"
 #include "rpc_server.h"
 #include "service.h"
@@ -20,12 +21,6 @@ struct roles {
 	volatile int done; /* set by the main thread to end the role threads */
 };
 
-static void sleep_ms(unsigned ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
 /* The Main Scheduler: dispatch while there is work, sleep until woken. */
 static void *scheduler_main(void *arg)
 {
@@ -36,11 +31,7 @@ static void *scheduler_main(void *arg)
 		size_t n = gs_service_schedule(r->svc, now, &next_due);
 		if (n > 0)
 			continue;
-		int wait_ms = 100;
-		if (next_due) {
-			uint64_t d = next_due > now ? (next_due - now + 999) / 1000 : 0;
-			wait_ms = d < 100 ? (int)d : 100;
-		}
+		int wait_ms = gs_service_sleep_ms(now, next_due, 100);
 		if (wait_ms > 0)
 			gs_service_wait_work(r->svc, wait_ms);
 	}
@@ -55,7 +46,7 @@ static void *register_main(void *arg)
 	gs_service_thread_online(r->svc);
 	while (!__atomic_load_n(&r->done, __ATOMIC_ACQUIRE)) {
 		gs_service_tick(r->svc, gs_now_us());
-		sleep_ms(r->tick_ms);
+		gs_clock_sleep_ms(r->tick_ms);
 	}
 	gs_service_thread_offline(r->svc);
 	return NULL;
@@ -103,7 +94,7 @@ static void *committer_main(void *arg)
 		bool last = __atomic_load_n(&c->done, __ATOMIC_ACQUIRE);
 		if (!last) {
 			if (c->fsync_ms > 0)
-				sleep_ms((unsigned)c->fsync_ms);
+				gs_clock_sleep_ms((unsigned)c->fsync_ms);
 			else
 				gs_service_acks_wait(c->svc, 100);
 		}
@@ -436,7 +427,7 @@ int gs_server_run(const gs_server_opts *o)
 		o->on_ready(port, o->arg);
 
 	while (!*o->stop)
-		sleep_ms(20);
+		gs_clock_sleep_ms(20);
 
 	/* Shutdown: refuse new work, let running tasks finish within grace. */
 	gs_service_begin_shutdown(svc);
@@ -446,7 +437,7 @@ int gs_server_run(const gs_server_opts *o)
 		gs_service_counters_get(svc, &c);
 		if (c.in_flight == 0)
 			break;
-		sleep_ms(20);
+		gs_clock_sleep_ms(20);
 	}
 	gs_rpc_server_stop(srv, 1000);
 	__atomic_store_n(&roles.done, 1, __ATOMIC_RELEASE);

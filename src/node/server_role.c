@@ -12,12 +12,9 @@
  * the parker takes it for writing before it acknowledges a pause.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <sys/mman.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "gs_clock.h"
@@ -38,26 +35,13 @@ struct role_proc {
 	volatile int done;
 };
 
-static void nap_ms(unsigned ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-	nanosleep(&ts, NULL);
-}
-
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Attaches the segment, or creates it when there is none (or only one
  * abandoned unfinished by a creator that died).  Two roles starting at
  * once: one creates, the other waits until it is ready (GS_EBUSY after 5 s). */
 static int open_segment(const gs_server_opts *o, gs_engine **eng, bool *created)
 {
 	gs_engine_opts eo = {.segment_name = o->segment, .geom = o->geom};
-	uint64_t until = mono_ms() + 5000;
+	uint64_t until = gs_clock_mono_ms() + 5000;
 	for (;;) {
 		int rc = gs_engine_attach(o->segment, eng, NULL);
 		*created = false;
@@ -68,9 +52,9 @@ static int open_segment(const gs_server_opts *o, gs_engine **eng, bool *created)
 		if (!(rc == GS_EIO && errno == EEXIST))
 			return rc;
 		/* Being made by another role right now: attach it once ready. */
-		if (mono_ms() >= until)
+		if (gs_clock_mono_ms() >= until)
 			return GS_EBUSY;
-		nap_ms(10);
+		gs_clock_sleep_ms(10);
 	}
 }
 
@@ -100,11 +84,8 @@ static void *role_main(void *arg)
 		pthread_rwlock_unlock(&p->gate);
 		if (work)
 			continue;
-		int wait_ms = p->role == GS_ROLE_SCHEDULER ? 100 : (int)p->tick_ms;
-		if (next_due) {
-			uint64_t d = next_due > now ? (next_due - now + 999) / 1000 : 0;
-			wait_ms = d < (uint64_t)wait_ms ? (int)d : wait_ms;
-		}
+		int wait_ms = gs_service_sleep_ms(
+		    now, next_due, p->role == GS_ROLE_SCHEDULER ? 100 : (int)p->tick_ms);
 		gs_roles_bell_wait(p->link, p->role, seen, wait_ms);
 	}
 	gs_service_thread_offline(p->svc);
@@ -311,7 +292,7 @@ int gs_server_run_role(const gs_server_opts *o)
 		if (o->on_ready)
 			o->on_ready(port, o->arg);
 		while (!*o->stop)
-			nap_ms(20);
+			gs_clock_sleep_ms(20);
 		gs_service_begin_shutdown(p.svc);
 		/* The Register lets running tasks finish within the grace time. */
 		int grace = o->grace_ms > 0 ? o->grace_ms : 10000;
@@ -320,7 +301,7 @@ int gs_server_run_role(const gs_server_opts *o)
 			gs_service_counters_get(p.svc, &c);
 			if (c.in_flight == 0)
 				break;
-			nap_ms(20);
+			gs_clock_sleep_ms(20);
 		}
 	}
 	if (srv)

@@ -170,11 +170,6 @@ void gs_dur_undo(gs_service *s, const uint64_t *ids, size_t n, uint64_t now_us)
 	}
 }
 
-static bool final_state(uint32_t st)
-{
-	return st == GS_TASK_DONE || st == GS_TASK_FAILED || st == GS_TASK_CANCELLED;
-}
-
 /* --- final states held until durable -------------------------------------- */
 
 void gs_dur_finished(gs_service *s, uint64_t id, uint64_t lsn, uint32_t shown, uint64_t now_us)
@@ -345,7 +340,7 @@ static void deliver(gs_service *s, struct dur_ack *a, uint64_t now_us)
 		/* Finished before the ack, and durable (gs_service_read shows a
 		 * final state only then; else finished_durable delivers it, to
 		 * this subscription too). */
-		if (final_state(info.state))
+		if (gs_task_state_final(info.state))
 			gs_plm_finished(s, a->ids[i], now_us);
 	}
 	gs_plm_flush(s, now_us);
@@ -470,7 +465,7 @@ int gs_service_snapshot(void *arg, gs_wal_snap *snap)
 			uint32_t spec_len = 0, res_len = 0;
 			if (gs_engine_task_payload(s->eng, ti.id, &spec, &spec_len) != GS_OK)
 				continue;
-			if (final_state(ti.state) &&
+			if (gs_task_state_final(ti.state) &&
 			    gs_engine_task_result(s->eng, ti.id, &res, &res_len) != GS_OK)
 				continue;
 			const char *qn = gs_engine_queue_name(s->eng, ti.queue);
@@ -485,10 +480,10 @@ int gs_service_snapshot(void *arg, gs_wal_snap *snap)
 			                 .spec = spec,
 			                 .spec_len = spec_len,
 			                 /* a QUEUED task's attempt is the next one */
-			                 .attempt =
-			                     final_state(ti.state) || ti.state >= GS_TASK_ASSIGNED
-			                         ? ti.attempt
-			                         : (ti.attempt ? ti.attempt - 1 : 0),
+			                 .attempt = gs_task_state_final(ti.state) ||
+			                                    ti.state >= GS_TASK_ASSIGNED
+			                                ? ti.attempt
+			                                : (ti.attempt ? ti.attempt - 1 : 0),
 			                 .status = ti.status,
 			                 .reason = ti.reason,
 			                 .finished_us = ti.finished_us,
@@ -545,7 +540,7 @@ size_t gs_service_retain_found(gs_service *s)
 	struct fin *v = NULL;
 	for (uint32_t slot = 0; slot < max; slot++) {
 		gs_task_info ti;
-		if (gs_engine_task_at(s->eng, slot, &ti) != GS_OK || !final_state(ti.state))
+		if (gs_engine_task_at(s->eng, slot, &ti) != GS_OK || !gs_task_state_final(ti.state))
 			continue;
 		if (n == cap) {
 			size_t c = cap ? cap * 2 : 256;

@@ -202,8 +202,7 @@ void gs_plm_wait_reply(gs_service *s, struct waiter *w, bool complete)
 			const uint8_t *res;
 			uint32_t res_len;
 			if (gs_service_read(s, w->ids[i], &info, &res, &res_len) == GS_OK &&
-			    (info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
-			     info.state == GS_TASK_CANCELLED))
+			    gs_task_state_final(info.state))
 				gs_plm_release(s, w->ids[i]);
 		}
 	}
@@ -346,8 +345,7 @@ void gs_plm_event(gs_service *s, uint64_t id, uint64_t now_us)
 	uint32_t res_len;
 	if (gs_service_read(s, id, &info, &res, &res_len) != GS_OK)
 		return;
-	if (info.state == GS_TASK_DONE || info.state == GS_TASK_FAILED ||
-	    info.state == GS_TASK_CANCELLED)
+	if (gs_task_state_final(info.state))
 		return; /* final: gs_plm_finished tells */
 	queue_watchers_put(s, &info, NULL, 0, false, now_us);
 	if (!s->n_buckets)

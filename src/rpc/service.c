@@ -218,6 +218,14 @@ void gs_service_rpc_thread_stop(void *svc)
 	gs_service_thread_offline(svc);
 }
 
+int gs_service_sleep_ms(uint64_t now_us, uint64_t next_due_us, int cap_ms)
+{
+	if (!next_due_us)
+		return cap_ms;
+	uint64_t d = next_due_us > now_us ? (next_due_us - now_us + 999) / 1000 : 0;
+	return d < (uint64_t)cap_ms ? (int)d : cap_ms;
+}
+
 uint32_t gs_service_tick_ms(const gs_service *s)
 {
 	uint32_t q = s->o.heartbeat_ms / 4;
@@ -403,8 +411,7 @@ int gs_service_read(gs_service *s, uint64_t id, gs_task_info *info, const uint8_
 		info->finished_us = 0;
 		return GS_OK;
 	}
-	if (info->state == GS_TASK_DONE || info->state == GS_TASK_FAILED ||
-	    info->state == GS_TASK_CANCELLED)
+	if (gs_task_state_final(info->state))
 		gs_engine_task_result(s->eng, id, res, res_len);
 	return GS_OK;
 }

@@ -99,6 +99,10 @@ uint32_t gs_service_tick_ms(const gs_service *s);
  */
 size_t gs_service_schedule(gs_service *s, uint64_t now_us, uint64_t *next_due_us);
 
+/* How long the scheduler may sleep at now_us: until the next delayed task is
+ * due (next_due_us from gs_service_schedule; 0: none), at most cap_ms. */
+int gs_service_sleep_ms(uint64_t now_us, uint64_t next_due_us, int cap_ms);
+
 /* Sleeps until woken (a submit, a result, a worker) or timeout_ms passes. */
 void gs_service_wait_work(gs_service *s, int timeout_ms);
 

@@ -15,11 +15,6 @@
 
 #define TAKE 255 /* entries per pop: a multiple of 3 (cancel triples) */
 
-static bool final_state(uint32_t st)
-{
-	return st == GS_TASK_DONE || st == GS_TASK_FAILED || st == GS_TASK_CANCELLED;
-}
-
 void gs_link_done(gs_service *s, uint64_t id)
 {
 	pthread_mutex_lock(&s->link_mu);
@@ -100,7 +95,8 @@ static void deliver(gs_service *s, const uint64_t *ids, size_t n, uint64_t now_u
 	pthread_mutex_lock(&s->mu);
 	for (size_t i = 0; i < n; i++) {
 		gs_task_info info;
-		if (gs_engine_task_info(s->eng, ids[i], &info) == GS_OK && final_state(info.state))
+		if (gs_engine_task_info(s->eng, ids[i], &info) == GS_OK &&
+		    gs_task_state_final(info.state))
 			gs_plm_finished(s, ids[i], now_us);
 	}
 	gs_plm_flush(s, now_us);

@@ -521,11 +521,6 @@ static int waiter_open(struct gs_rpc_call *call, void *method_ud, void **call_ud
 	return GS_OK;
 }
 
-static bool is_final(uint32_t st)
-{
-	return st == GS_TASK_DONE || st == GS_TASK_FAILED || st == GS_TASK_CANCELLED;
-}
-
 static void wait_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, size_t len)
 {
 	struct waiter *w = ud;
@@ -571,7 +566,7 @@ static void wait_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, s
 			unknown++;
 			continue;
 		}
-		if (is_final(info.state)) {
+		if (gs_task_state_final(info.state)) {
 			finals++;
 			continue;
 		}
@@ -620,7 +615,7 @@ static void put_status(gs_service *s, gs_pb_buf *b, const gs_task_info *info, co
 	gs_pb_put_varint(b, 8, info->assigned_us);
 	gs_pb_put_varint(b, 9, info->started_us);
 	gs_pb_put_varint(b, 10, info->finished_us);
-	if (is_final(info->state))
+	if (gs_task_state_final(info->state))
 		gs_codec_put_result(b, 12, info, res, res_len, include_output);
 	gs_pb_end(b, m);
 }
@@ -778,7 +773,7 @@ static void watch_msg(struct gs_rpc_call *call, void *ud, const uint8_t *bytes, 
 			put_unknown(&b, req->ids[i]);
 			continue;
 		}
-		bool final = is_final(info.state);
+		bool final = gs_task_state_final(info.state);
 		gs_codec_put_event(&b, 1, &info, gs_now_us(), res, res_len, final,
 		                   req->include_output);
 		if (!final && gs_plm_subscribe(s, req->ids[i], w) == GS_OK)
